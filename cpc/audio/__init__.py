@@ -1,0 +1,1 @@
+"""Speech: the mini-LibriSpeech builder, LibriSpeech preparation, the CPC audio model."""

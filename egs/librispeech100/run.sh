@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# CPC on LibriSpeech train-clean-100 (van den Oord et al., 2018, section 3.1).
+#
+# Stages (numbers never change meaning):
+#   0  corpus -> lhotse manifests (builds the embedded mini-LibriSpeech without --corpus-dir)
+#   1  frame-level phone labels + train/test split -> labelled lhotse cuts, data/lang/phones.txt
+#   2  CPC pre-training with torchrun (DDP) -> exp/<tag>/
+#   3  10 ms feature dumps: CPC c_t, MFCC and random-init baselines -> data/<feat>/
+#   4  phone probe (linear and one hidden layer) -> exp/<tag>/probe_phone/
+#   5  speaker probe (linear) and the results table -> exp/<tag>/probe_speaker/, RESULTS.md
+#
+# Usage: ./run.sh [options]      e.g. ./run.sh --stage 0 --stop-stage 5
+# Re-running a finished stage with the same options does nothing; a changed option re-runs it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+stage=0                 # first stage to run
+stop_stage=5            # last stage to run
+corpus_dir=""           # LibriSpeech root holding train-clean-100/ (empty: build the embedded mini corpus)
+labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own)
+mini_speakers=40        # embedded corpus: number of speakers
+mini_minutes=120        # embedded corpus: total minutes of audio
+mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
+seed=42                 # random seed (corpus, training, probes)
+nj=2                    # parallel jobs for data preparation and feature extraction
+config=conf/cpc_small.yaml   # training config (conf/cpc_paper.yaml, conf/cpc_small.yaml, conf/cpc_tiny.yaml)
+overrides=""            # config overrides, space separated, e.g. "optim.lr=1e-3 train.max_steps=200"
+tag=""                  # experiment name under exp/ (empty: the config's name, plus a hash of the overrides)
+nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
+nnodes=1                # number of nodes for multi-node training
+node_rank=0             # this node's rank (multi-node)
+rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
+dump_z=false            # stage 3: also dump the encoder output z_t (512-d)
+speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
+holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
+
+. utils/parse_options.sh
+. ./path.sh
+. ./cmd.sh
+. utils/stage.sh
+
+# ---- derived values ----
+max_frame_diff=3  # labels vs audio: frame-count mismatch tolerated (trim/pad) before refusing
+if [ -z "$corpus_dir" ]; then
+  mini_dir=download/mini_librispeech
+  corpus_root=$mini_dir/LibriSpeech
+  [ -z "$labels_dir" ] && labels_dir=$mini_dir/labels
+else
+  mini_dir=""
+  corpus_root=$corpus_dir
+  if [ -z "$labels_dir" ]; then
+    log "--labels-dir is required with --corpus-dir: point it at the CPC release's"
+    log "converted_aligned_phones.txt, train_split.txt and test_split.txt"
+    exit 1
+  fi
+fi
+if [ -z "$tag" ]; then
+  tag=$(basename "$config" .yaml)
+  [ -n "$overrides" ] && tag=${tag}_$(printf '%s' "$overrides" | md5sum | cut -c1-6)
+fi
+if [ -z "$nproc_per_node" ]; then
+  nproc_per_node=$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')
+fi
+exp=exp/$tag
+manifests=data/manifests
+data_marks=data/.stages
+exp_marks=$exp/.stages
+
+# ---- stage 0: corpus -> lhotse manifests ----
+if [ -n "$mini_dir" ]; then
+  corpus_opts="mini_speakers=$mini_speakers mini_minutes=$mini_minutes mini_clean=$mini_clean seed=$seed"
+else
+  corpus_opts="corpus_dir=$(cd "$corpus_dir" 2>/dev/null && pwd -P || echo "$corpus_dir")"
+fi
+if begin_stage 0 "prepare lhotse manifests" $data_marks/stage0.done "$corpus_opts"; then
+  if [ -n "$mini_dir" ]; then
+    log "building the embedded mini-LibriSpeech in $mini_dir"
+    python ../../local/make_mini_librispeech.py --out-dir "$mini_dir" \
+      --speakers "$mini_speakers" --minutes "$mini_minutes" --clean "$mini_clean" \
+      --seed "$seed" --num-jobs "$nj"
+  fi
+  python local/prepare_manifests.py --corpus-dir "$corpus_root" --output-dir $manifests \
+    --num-jobs "$nj"
+  end_stage
+fi
+
+# ---- stage 1: phone labels + split -> labelled cuts ----
+if begin_stage 1 "attach phone labels, split train/test" $data_marks/stage1.done \
+    "labels_dir=$labels_dir max_frame_diff=$max_frame_diff corpus=$(stage_sig $data_marks/stage0.done)"; then
+  python local/prepare_labels.py --manifest-dir $manifests --labels-dir "$labels_dir" \
+    --lang-dir data/lang --max-frame-diff $max_frame_diff
+  end_stage
+fi
+
+# ---- stage 2: CPC pre-training (torchrun, DDP) ----
+if begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
+    "config=$config overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage1.done)"; then
+  launch=(torchrun --nproc-per-node "$nproc_per_node" --nnodes "$nnodes")
+  if [ -n "$rdzv_endpoint" ]; then
+    launch+=(--node-rank "$node_rank" --rdzv-backend c10d --rdzv-endpoint "$rdzv_endpoint")
+  else
+    launch+=(--standalone)
+  fi
+  # shellcheck disable=SC2086
+  $train_cmd $exp/log/train.log "${launch[@]}" ../../local/train.py \
+    --config "$config" --exp-dir $exp --manifest-dir $manifests --seed "$seed" \
+    ${overrides:+--override $overrides}
+  end_stage
+fi
+
+# ---- stage 3: feature dumps ----
+if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
+    "dump_z=$dump_z train=$(stage_sig $exp_marks/stage2.done)"; then
+  python ../../local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
+    --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
+  python ../../local/extract_features.py --feat-type mfcc \
+    --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
+  python ../../local/extract_features.py --feat-type random --config "$config" \
+    ${overrides:+--override $overrides} --seed "$seed" \
+    --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
+  end_stage
+fi
+
+# ---- stage 4: phone probes ----
+if begin_stage 4 "phone probes" $exp_marks/stage4.done \
+    "seed=$seed feats=$(stage_sig $exp_marks/stage3.done)"; then
+  for feat in cpc_$tag mfcc random_$tag; do
+    python ../../local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
+      --output-dir $exp/probe_phone/$feat --seed "$seed"
+  done
+  end_stage
+fi
+
+# ---- stage 5: speaker probes + results ----
+if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
+    "seed=$seed protocol=$speaker_protocol holdout_chapters=$holdout_chapters feats=$(stage_sig $exp_marks/stage3.done) phone=$(stage_sig $exp_marks/stage4.done)"; then
+  for feat in cpc_$tag mfcc random_$tag; do
+    python ../../local/probe.py speaker --feature-dir data/$feat \
+      --output-dir $exp/probe_speaker/$feat --seed "$seed" \
+      --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
+  done
+  python ../../local/make_results.py --exp-dir $exp --tag "$tag"
+  end_stage
+  log "results: $exp/RESULTS.md"
+fi
