@@ -14,8 +14,11 @@
 # marker was removed at its start), so the next run redoes it.
 
 log() {
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]:-main}) $*" >&2
+  # Report the recipe line that called us (skipping this file's own helpers).
+  local i=1
+  while [ "${BASH_SOURCE[$i]:-}" = "${BASH_SOURCE[0]}" ]; do i=$((i + 1)); done
+  local fname=${BASH_SOURCE[$i]:-$0}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname##*/}:${BASH_LINENO[$((i - 1))]}) $*" >&2
 }
 
 _stage_num="" _stage_marker="" _stage_opts="" _stage_t0=0 _stage_what=""

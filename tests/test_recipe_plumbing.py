@@ -1,0 +1,151 @@
+"""utils/parse_options.sh and utils/stage.sh: Kaldi option semantics, stage markers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = """#!/usr/bin/env bash
+# A toy recipe.
+# Stages:
+#   0  write a
+#   1  write b
+set -euo pipefail
+stage=0           # first stage
+stop_stage=1      # last stage
+nj=2              # jobs
+use_gpu=false     # a boolean
+name="x y"        # a string with a space
+. {root}/utils/parse_options.sh
+. {root}/utils/stage.sh
+echo "stage=$stage stop_stage=$stop_stage nj=$nj use_gpu=$use_gpu name=$name rest=$*"
+if begin_stage 0 "write a" marks/stage0.done "nj=$nj"; then
+  echo ran0 >> runs.txt
+  end_stage
+fi
+if begin_stage 1 "write b" marks/stage1.done "name=$name up=$(stage_sig marks/stage0.done)"; then
+  echo ran1 >> runs.txt
+  [ "${{FAIL1:-0}}" = 1 ] && exit 3
+  end_stage
+fi
+"""
+
+
+@pytest.fixture()
+def recipe(tmp_path: Path) -> Path:
+    p = tmp_path / "run.sh"
+    p.write_text(SCRIPT.format(root=ROOT))
+    p.chmod(0o755)
+    return p
+
+
+def run(recipe: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(recipe), *args],
+        cwd=recipe.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def runs(recipe: Path) -> list[str]:
+    f = recipe.parent / "runs.txt"
+    return f.read_text().split() if f.exists() else []
+
+
+def test_hyphen_and_underscore_forms(recipe: Path) -> None:
+    for args in (["--stop-stage", "0"], ["--stop_stage", "0"], ["--stop-stage=0"]):
+        r = run(recipe, *args)
+        assert r.returncode == 0, r.stderr
+        assert "stop_stage=0 " in r.stdout
+
+
+def test_values_with_spaces_and_positional_rest(recipe: Path) -> None:
+    r = run(recipe, "--name", "a b c", "--nj", "4", "pos1", "pos2")
+    assert r.returncode == 0, r.stderr
+    assert "nj=4" in r.stdout and "name=a b c" in r.stdout and "rest=pos1 pos2" in r.stdout
+
+
+def test_unknown_option_refused(recipe: Path) -> None:
+    r = run(recipe, "--stop-stag", "1")
+    assert r.returncode != 0
+    assert "unknown option --stop-stag" in r.stderr
+    assert runs(recipe) == []
+
+
+def test_missing_value_and_bad_boolean(recipe: Path) -> None:
+    r = run(recipe, "--nj")
+    assert r.returncode != 0 and "needs a value" in r.stderr
+    r = run(recipe, "--use-gpu", "yes")
+    assert r.returncode != 0 and "true or false" in r.stderr
+
+
+def test_help_lists_every_option_with_default_and_stages(recipe: Path) -> None:
+    r = run(recipe, "--help")
+    assert r.returncode == 0
+    assert "0  write a" in r.stdout and "1  write b" in r.stdout
+    for opt, default in [("stage", "0"), ("stop-stage", "1"), ("nj", "2"), ("use-gpu", "false")]:
+        line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith(f"--{opt} "))
+        assert line.rstrip().endswith(f"[{default}]"), line
+    assert "[x y]" in r.stdout
+    assert runs(recipe) == []
+
+
+def test_rerun_is_noop_and_changed_option_reruns(recipe: Path) -> None:
+    assert run(recipe).returncode == 0
+    assert runs(recipe) == ["ran0", "ran1"]
+    r = run(recipe)
+    assert r.returncode == 0
+    assert runs(recipe) == ["ran0", "ran1"]
+    assert "already done with the same options" in r.stderr
+    # Changing stage 1's option re-runs stage 1 only.
+    run(recipe, "--name", "z")
+    assert runs(recipe) == ["ran0", "ran1", "ran1"]
+    # Changing stage 0's option re-runs stage 0, and stage 1 sees a changed upstream signature.
+    r = run(recipe, "--name", "z", "--nj", "3")
+    assert runs(recipe) == ["ran0", "ran1", "ran1", "ran0", "ran1"]
+    assert "options changed" in r.stderr
+
+
+def test_failed_stage_leaves_no_marker(recipe: Path) -> None:
+    r = run(recipe, env={"FAIL1": "1"})
+    assert r.returncode == 3
+    assert (recipe.parent / "marks/stage0.done").exists()
+    assert not (recipe.parent / "marks/stage1.done").exists()
+    assert run(recipe).returncode == 0
+    assert runs(recipe) == ["ran0", "ran1", "ran1"]
+
+
+def test_stage_range(recipe: Path) -> None:
+    run(recipe, "--stage", "1")
+    assert runs(recipe) == ["ran1"]
+
+
+def test_log_has_timestamp_and_elapsed(recipe: Path) -> None:
+    r = run(recipe)
+    first = r.stderr.splitlines()[0]
+    # "2026-01-01 12:00:00 (run.sh:17:main) stage 0: write a"
+    assert first[:4].isdigit() and first[10] == " " and "(run.sh:" in first
+    assert "stage 0 (write a) done in 0m0" in r.stderr
+
+
+def test_recipe_help_documents_all_options() -> None:
+    recipe = ROOT / "egs/librispeech100/run.sh"
+    r = subprocess.run([str(recipe), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    declared = [
+        ln.split("=", 1)[0]
+        for ln in recipe.read_text().split("parse_options.sh")[0].splitlines()
+        if ln and ln[0].islower() and "=" in ln and " " not in ln.split("=", 1)[0]
+    ]
+    assert "stop_stage" in declared and "mini_speakers" in declared
+    for name in declared:
+        assert f"--{name.replace('_', '-')} " in r.stdout, name
+    for n in range(6):
+        assert f"  {n}  " in r.stdout
