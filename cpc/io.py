@@ -16,7 +16,8 @@ Pathlike = str | os.PathLike
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    # The suffix is kept (".tmp123.cuts.jsonl.gz"): lhotse infers the format from it.
+    return path.with_name(f".tmp{os.getpid()}.{path.name}")
 
 
 @contextmanager
@@ -30,9 +31,9 @@ def atomic_path(path: Pathlike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except PermissionError as e:
+    except OSError as e:  # PermissionError, NotADirectoryError, FileExistsError, ...
         raise PermissionError(
-            f"cannot create output directory {path.parent}: {e.strerror}; "
+            f"cannot create output directory {path.parent}: {e.strerror or e}; "
             "choose a writable location or fix its permissions"
         ) from e
     if not os.access(path.parent, os.W_OK):
@@ -45,7 +46,7 @@ def atomic_path(path: Pathlike) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
+            old = path.with_name(f".old{os.getpid()}.{path.name}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,363 @@
+"""LibriSpeech -> lhotse manifests (stage 0 of ``egs/librispeech100``).
+
+Reads a LibriSpeech part in the corpus's own layout::
+
+    LibriSpeech/SPEAKERS.TXT                                  (optional: speaker gender)
+    LibriSpeech/train-clean-100/SPK/CHAP/SPK-CHAP.trans.txt   ("SPK-CHAP-UTT TEXT" lines)
+    LibriSpeech/train-clean-100/SPK/CHAP/SPK-CHAP-UTT.flac    (16 kHz mono)
+
+and writes the same two manifests lhotse's own LibriSpeech recipe writes (same names, same
+ids), plus the chapter and, when SPEAKERS.TXT has it, the gender:
+
+    OUTPUT_DIR/librispeech_recordings_train-clean-100.jsonl.gz    one Recording per utterance
+    OUTPUT_DIR/librispeech_supervisions_train-clean-100.jsonl.gz  one SupervisionSegment each:
+        id = recording_id = "SPK-CHAP-UTT", start 0, duration = the recording's, channel 0,
+        text, speaker "SPK", gender "M"/"F" (or absent), language "English",
+        custom {"chapter": "CHAP"}
+
+Audio paths in the recordings manifest are absolute, so the manifests work from any
+directory. Problems in the corpus are reported with the file and the fix: a corrupted or
+truncated .flac stops the stage (``DataPrepError``); transcript lines without audio and
+audio without a transcript line are counted, skipped and reported as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import soundfile as sf
+from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from lhotse.audio.backend import audio_backend
+from lhotse.qa import validate_recordings_and_supervisions
+from tqdm import tqdm
+
+from cpc.io import Pathlike, atomic_path
+
+LIBRISPEECH_PART = "train-clean-100"
+SAMPLING_RATE = 16000
+# How many examples a counted warning or error lists.
+MAX_EXAMPLES = 5
+
+CheckAudio = Literal["header", "tail", "full"]
+
+
+class DataPrepError(ValueError):
+    """A problem with the input data. The message names the file (and line or utterance)
+    and says how to fix it; command-line tools print it and exit 1, without a traceback."""
+
+
+def manifest_paths(output_dir: Pathlike, part: str = LIBRISPEECH_PART) -> tuple[Path, Path]:
+    """The (recordings, supervisions) manifest paths that stage 0 writes in ``output_dir``
+    (the names lhotse's LibriSpeech recipe uses)."""
+    output_dir = Path(output_dir)
+    return (
+        output_dir / f"librispeech_recordings_{part}.jsonl.gz",
+        output_dir / f"librispeech_supervisions_{part}.jsonl.gz",
+    )
+
+
+def ensure_output_dir(output_dir: Pathlike, option: str = "--output-dir") -> Path:
+    """Create ``output_dir`` if needed; a ``DataPrepError`` says why it cannot be written."""
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataPrepError(
+            f"cannot create output directory {output_dir}: {e.strerror or e}; "
+            f"choose a writable location ({option}) or fix its permissions"
+        ) from e
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise DataPrepError(
+            f"output directory {output_dir} is not writable; "
+            f"choose a writable location ({option}) or fix its permissions"
+        )
+    return output_dir
+
+
+# cpc.io.atomic_path keeps the destination's suffix in its temporary name, so lhotse still
+# infers ".jsonl.gz" from it.
+atomic_manifest_path = atomic_path
+
+
+def write_manifests_atomic(manifests: dict[Path, object]) -> None:
+    """Write several lhotse manifests (``{path: manifest}``): all are written to temporary
+    files first and renamed into place only when every one of them was written."""
+    with ExitStack() as stack:
+        for path, manifest in manifests.items():
+            tmp = stack.enter_context(atomic_manifest_path(path))
+            manifest.to_file(tmp)
+
+
+def find_part_dir(corpus_dir: Pathlike, part: str = LIBRISPEECH_PART) -> Path:
+    """Locate the ``part`` directory (e.g. ``train-clean-100``) given the LibriSpeech root,
+    the part directory itself, or a directory holding ``LibriSpeech/``."""
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        what = "is not a directory" if corpus_dir.exists() else "does not exist"
+        raise DataPrepError(
+            f"corpus dir {corpus_dir} {what}: pass --corpus-dir pointing at the LibriSpeech "
+            f"root that holds {part}/, or omit it to build the embedded corpus"
+        )
+    for candidate in (corpus_dir / part, corpus_dir / "LibriSpeech" / part):
+        if candidate.is_dir():
+            return candidate
+    if corpus_dir.name == part or any(corpus_dir.glob("*/*/*.trans.txt")):
+        return corpus_dir
+    raise DataPrepError(
+        f"corpus dir {corpus_dir} holds no {part}/ (nor LibriSpeech/{part}/): pass "
+        f"--corpus-dir pointing at the LibriSpeech root that holds {part}/ (extract "
+        f"{part}.tar.gz there), or omit it to build the embedded corpus"
+    )
+
+
+def read_speakers_txt(path: Pathlike) -> dict[str, str]:
+    """Read LibriSpeech's SPEAKERS.TXT (``ID | SEX | SUBSET | MINUTES | NAME``, ';' comments)
+    into ``{speaker_id: "M" or "F"}``. A missing file gives ``{}`` with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        logging.warning(f"no {path}: supervisions will have no gender")
+        return {}
+    genders: dict[str, str] = {}
+    bad: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip() or line.lstrip().startswith(";"):
+                continue
+            fields = [x.strip() for x in line.split("|", 4)]
+            if len(fields) < 2 or not fields[0] or fields[1].upper() not in ("M", "F"):
+                bad.append(lineno)
+                continue
+            genders[fields[0]] = fields[1].upper()
+    if bad:
+        logging.warning(
+            f"{path}: {len(bad)} lines are not 'ID | SEX | ...' with SEX M or F and were "
+            f"ignored, e.g. line {bad[0]}"
+        )
+    return genders
+
+
+@dataclass
+class _Utterance:
+    utt_id: str
+    speaker: str
+    chapter: str
+    text: str
+    audio: Path
+
+
+def _scan_part(part_dir: Path) -> list[_Utterance]:
+    """Pair transcript lines with .flac files; report (and skip) unpaired ones."""
+    utterances: list[_Utterance] = []
+    seen: dict[str, str] = {}
+    no_audio: list[str] = []
+    no_text: list[str] = []
+    empty_text: list[str] = []
+    chapter_dirs = [
+        c
+        for s in sorted(part_dir.iterdir())
+        if s.is_dir() and not s.name.startswith(".")
+        for c in sorted(s.iterdir())
+        if c.is_dir() and not c.name.startswith(".")
+    ]
+    for chap_dir in tqdm(chapter_dirs, desc="Scanning chapters", unit=" chapters"):
+        spk, chap = chap_dir.parent.name, chap_dir.name
+        flacs = {p.name[: -len(".flac")]: p for p in chap_dir.glob("*.flac")}
+        trans = chap_dir / f"{spk}-{chap}.trans.txt"
+        texts: dict[str, str] = {}
+        if trans.is_file():
+            with open(trans, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    fields = line.split(maxsplit=1)
+                    if not fields:
+                        continue
+                    utt = fields[0]
+                    where = f"{trans}:{lineno}"
+                    if not utt.startswith(f"{spk}-{chap}-"):
+                        raise DataPrepError(
+                            f"{where}: utterance id '{utt}' does not belong to chapter "
+                            f"{spk}/{chap} (expected '{spk}-{chap}-NNNN'); fix or delete the "
+                            "line, or re-extract the corpus"
+                        )
+                    if utt in seen:
+                        raise DataPrepError(
+                            f"{where}: utterance {utt} is listed twice (first at {seen[utt]}); "
+                            "delete one of the lines"
+                        )
+                    seen[utt] = where
+                    text = fields[1].strip() if len(fields) > 1 else ""
+                    if not text:
+                        empty_text.append(where)
+                    if utt not in flacs:
+                        no_audio.append(f"{utt} ({where}; no {chap_dir / (utt + '.flac')})")
+                        continue
+                    texts[utt] = text
+        for utt in sorted(flacs):
+            if utt in texts:
+                utterances.append(_Utterance(utt, spk, chap, texts[utt], flacs[utt]))
+            else:
+                no_text.append(f"{flacs[utt]} (no line in {trans})")
+    if no_audio:
+        logging.warning(
+            f"{len(no_audio)} transcript lines have no audio and were skipped, e.g. "
+            + "; ".join(no_audio[:MAX_EXAMPLES])
+            + ". Re-extract the corpus if these files should exist."
+        )
+    if no_text:
+        logging.warning(
+            f"{len(no_text)} audio files have no transcript line and were skipped, e.g. "
+            + "; ".join(no_text[:MAX_EXAMPLES])
+        )
+    if empty_text:
+        logging.warning(
+            f"{len(empty_text)} transcript lines have an utterance id but no text (kept with "
+            f"empty text), e.g. {', '.join(empty_text[:MAX_EXAMPLES])}"
+        )
+    return sorted(utterances, key=lambda u: u.utt_id)
+
+
+def _read_recording(utt: _Utterance, check_audio: CheckAudio) -> Recording:
+    """Read the header of one .flac (and, per ``check_audio``, decode its end or all of it)."""
+    path = Path(os.path.abspath(utt.audio))
+    recording = Recording.from_file(path, recording_id=utt.utt_id)
+    if recording.sampling_rate != SAMPLING_RATE:
+        raise DataPrepError(
+            f"{path}: sampling rate {recording.sampling_rate} Hz, expected {SAMPLING_RATE}; "
+            "LibriSpeech is 16 kHz: resample the file or re-extract the corpus"
+        )
+    if recording.num_channels != 1:
+        raise DataPrepError(f"{path}: {recording.num_channels} channels, expected mono")
+    if recording.num_samples <= 0:
+        raise DataPrepError(f"{path}: the file holds no audio samples")
+    if check_audio != "header":
+        with sf.SoundFile(str(path)) as f:
+            n = recording.num_samples
+            if check_audio == "tail":
+                start = max(n - 160, 0)
+                f.seek(start)
+            else:
+                start = 0
+            got = len(f.read(n - start, dtype="int16"))
+        if got != n - start:
+            raise DataPrepError(
+                f"{path}: the header says {n} samples but only {start + got} could be decoded"
+            )
+    return recording
+
+
+def _read_recordings(
+    utterances: list[_Utterance], num_jobs: int, check_audio: CheckAudio
+) -> dict[str, Recording]:
+    recordings: dict[str, Recording] = {}
+    failures: list[str] = []
+    with audio_backend("LibsndfileBackend"), ThreadPoolExecutor(max(num_jobs, 1)) as ex:
+        futures = {ex.submit(_read_recording, u, check_audio): u for u in utterances}
+        for fut in tqdm(
+            as_completed(futures), total=len(futures), desc="Reading audio", unit=" files"
+        ):
+            utt = futures[fut]
+            try:
+                recordings[utt.utt_id] = fut.result()
+            except DataPrepError as e:
+                failures.append(str(e))
+            except (RuntimeError, OSError, AssertionError, ValueError) as e:
+                failures.append(f"{utt.audio}: {e}")
+    if failures:
+        failures.sort()
+        raise DataPrepError(
+            f"{len(failures)} audio files could not be read: "
+            + "; ".join(failures[:MAX_EXAMPLES])
+            + (" ..." if len(failures) > MAX_EXAMPLES else "")
+            + ". Re-extract or re-download them from the LibriSpeech archive, or delete the "
+            "utterance (its .flac and its line in the chapter's .trans.txt)"
+        )
+    return recordings
+
+
+def prepare_librispeech_manifests(
+    corpus_dir: Pathlike,
+    output_dir: Pathlike,
+    part: str = LIBRISPEECH_PART,
+    num_jobs: int = 2,
+    check_audio: CheckAudio = "tail",
+) -> tuple[RecordingSet, SupervisionSet]:
+    """Build and write the lhotse manifests of one LibriSpeech part.
+
+    Args:
+        corpus_dir: the LibriSpeech root (holding ``part``/ and SPEAKERS.TXT); the part
+            directory itself, or a directory holding ``LibriSpeech/``, also work.
+        output_dir: where the manifests go (created if needed).
+        part: the LibriSpeech part, e.g. ``train-clean-100``.
+        num_jobs: threads reading audio headers.
+        check_audio: ``header`` reads headers only; ``tail`` also decodes the last 10 ms
+            of each file (catches truncated files at almost no cost); ``full`` decodes
+            every file completely.
+
+    Returns:
+        ``(recordings, supervisions)``, sorted by utterance id, also written to
+        ``manifest_paths(output_dir, part)`` (atomically: on any error the files already
+        there are left unchanged).
+
+    Raises:
+        DataPrepError: missing corpus, unreadable audio, malformed transcript, unwritable
+            output directory, or no utterance at all.
+    """
+    if check_audio not in ("header", "tail", "full"):
+        raise DataPrepError(f"check_audio must be header, tail or full, not '{check_audio}'")
+    part_dir = find_part_dir(corpus_dir, part)
+    output_dir = ensure_output_dir(output_dir)
+    logging.info(f"reading LibriSpeech {part} from {part_dir}")
+    genders = read_speakers_txt(part_dir.parent / "SPEAKERS.TXT")
+
+    utterances = _scan_part(part_dir)
+    if not utterances:
+        raise DataPrepError(
+            f"no utterances found under {part_dir} (expected SPK/CHAP/SPK-CHAP-UTT.flac and "
+            "SPK/CHAP/SPK-CHAP.trans.txt): check --corpus-dir"
+        )
+    recordings = _read_recordings(utterances, num_jobs, check_audio)
+
+    segments = []
+    for u in utterances:
+        rec = recordings[u.utt_id]
+        segments.append(
+            SupervisionSegment(
+                id=u.utt_id,
+                recording_id=u.utt_id,
+                start=0.0,
+                duration=rec.duration,
+                channel=0,
+                text=u.text,
+                language="English",
+                speaker=u.speaker,
+                gender=genders.get(u.speaker),
+                custom={"chapter": u.chapter},
+            )
+        )
+    no_gender = sorted({u.speaker for u in utterances} - set(genders))
+    if genders and no_gender:
+        logging.warning(
+            f"{len(no_gender)} speakers are not in SPEAKERS.TXT (no gender), e.g. "
+            + ", ".join(no_gender[:MAX_EXAMPLES])
+        )
+    recording_set = RecordingSet.from_recordings(recordings[u.utt_id] for u in utterances)
+    supervision_set = SupervisionSet.from_segments(segments)
+    try:
+        validate_recordings_and_supervisions(recording_set, supervision_set)
+    except AssertionError as e:
+        raise DataPrepError(f"lhotse validation failed for {part_dir}: {e}") from e
+
+    rec_path, sup_path = manifest_paths(output_dir, part)
+    write_manifests_atomic({rec_path: recording_set, sup_path: supervision_set})
+    hours = sum(r.duration for r in recording_set) / 3600
+    logging.info(
+        f"{len(recording_set)} utterances, {len({u.speaker for u in utterances})} speakers, "
+        f"{len({(u.speaker, u.chapter) for u in utterances})} chapters, {hours:.2f} h "
+        f"-> {rec_path}, {sup_path}"
+    )
+    return recording_set, supervision_set

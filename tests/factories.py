@@ -1,0 +1,176 @@
+"""Factories for test fixtures: small synthetic corpora written into a test's ``tmp_path``.
+
+``make_tiny_corpus(root)`` writes a LibriSpeech-layout corpus plus CPC-release-style labels:
+
+    root/LibriSpeech/SPEAKERS.TXT
+    root/LibriSpeech/train-clean-100/SPK/CHAP/SPK-CHAP.trans.txt
+    root/LibriSpeech/train-clean-100/SPK/CHAP/SPK-CHAP-NNNN.flac   16 kHz mono, 1-3 s
+    root/labels/converted_aligned_phones.txt   "<utt-id> i1 i2 ..." (one id per 10 ms frame)
+    root/labels/train_split.txt, test_split.txt   80/20 by utterance, every speaker in both
+    root/labels/phones.txt   the 41 classes of cpc.audio.labels.CPC_PHONES: SIL 0, the 39
+                             ARPAbet phones in alphabetical order 1..39 (AA 1 ... ZH 39), SPN 40
+
+Speaker ids are 100, 111, 122, ... (100 + 11 i); chapter ids 1000 + 100 i + j; utterance ids
+"SPK-CHAP-NNNN". Each speaker has its own tone frequency (plus noise), so audio differs by
+speaker. Labels have exactly ``compute_num_frames(duration, 0.01, 16000)`` frames, or
+``label_frame_diff`` fewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from lhotse.utils import compute_num_frames
+
+from cpc.audio.labels import CPC_PHONES
+
+SAMPLING_RATE = 16000
+WORDS = "the cat sat on a mat while seven dogs ran past quietly into green fields".upper().split()
+
+
+@dataclass
+class TinyCorpus:
+    """What :func:`make_tiny_corpus` wrote.
+
+    Attributes:
+        corpus_dir: the LibriSpeech root (holds train-clean-100/ and SPEAKERS.TXT).
+        labels_dir: converted_aligned_phones.txt, train_split.txt, test_split.txt, phones.txt.
+        utt_ids: all utterance ids, sorted.
+        speakers: speaker ids (strings), sorted.
+        genders: speaker -> "M" / "F" (as written to SPEAKERS.TXT).
+        num_frames: utterance -> compute_num_frames(duration, 0.01, 16000) of its audio.
+        labels: utterance -> the label ids written (``label_frame_diff`` shorter than
+            num_frames).
+        splits: "train" / "test" -> utterance ids.
+        texts: utterance -> transcript.
+    """
+
+    corpus_dir: Path
+    labels_dir: Path
+    utt_ids: list[str] = field(default_factory=list)
+    speakers: list[str] = field(default_factory=list)
+    genders: dict[str, str] = field(default_factory=dict)
+    num_frames: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def part_dir(self) -> Path:
+        return self.corpus_dir / "train-clean-100"
+
+    def flac(self, utt_id: str) -> Path:
+        """Path of an utterance's .flac."""
+        spk, chap, _ = utt_id.split("-")
+        return self.part_dir / spk / chap / f"{utt_id}.flac"
+
+    def trans(self, utt_id: str) -> Path:
+        """Path of the .trans.txt listing an utterance."""
+        spk, chap, _ = utt_id.split("-")
+        return self.part_dir / spk / chap / f"{spk}-{chap}.trans.txt"
+
+
+def make_tiny_corpus(
+    root: Path,
+    speakers: int = 2,
+    chapters: int = 2,
+    utts: int = 3,
+    seed: int = 0,
+    label_frame_diff: int = 0,
+    min_duration: float = 1.0,
+    max_duration: float = 3.0,
+    write_phones: bool = True,
+) -> TinyCorpus:
+    """Write a tiny LibriSpeech-layout corpus and its labels under ``root``.
+
+    Args:
+        root: directory to write into (created).
+        speakers, chapters, utts: corpus size: utts utterances per chapter, chapters per
+            speaker. Each speaker needs at least 2 utterances (one per split).
+        seed: seeds durations, audio and labels.
+        label_frame_diff: every utterance's labels are this many frames shorter than its
+            audio's ``compute_num_frames`` (0: exact).
+        min_duration, max_duration: utterance durations in seconds (uniform, sample-exact,
+            deliberately not a multiple of 10 ms).
+        write_phones: False leaves phones.txt out (like the CPC release).
+
+    Returns:
+        A :class:`TinyCorpus` describing what was written.
+    """
+    if chapters * utts < 2:
+        raise ValueError("each speaker needs at least 2 utterances (one per split)")
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    corpus = TinyCorpus(corpus_dir=root / "LibriSpeech", labels_dir=root / "labels")
+    corpus.part_dir.mkdir(parents=True, exist_ok=True)
+    corpus.labels_dir.mkdir(parents=True, exist_ok=True)
+
+    speaker_lines = [";ID  |SEX| SUBSET           |MINUTES| NAME"]
+    for i in range(speakers):
+        spk = str(100 + 11 * i)
+        gender = "F" if i % 2 == 0 else "M"
+        corpus.speakers.append(spk)
+        corpus.genders[spk] = gender
+        speaker_lines.append(f"{spk:<5}| {gender} | train-clean-100  | 25.00 | Reader {i}")
+        tone = 110.0 + 40.0 * i
+        spk_utts: list[str] = []
+        for j in range(chapters):
+            chap = str(1000 + 100 * i + j)
+            chap_dir = corpus.part_dir / spk / chap
+            chap_dir.mkdir(parents=True, exist_ok=True)
+            lines = []
+            for k in range(utts):
+                utt = f"{spk}-{chap}-{k:04d}"
+                n = int(
+                    rng.integers(
+                        int(min_duration * SAMPLING_RATE), int(max_duration * SAMPLING_RATE)
+                    )
+                )
+                t = np.arange(n) / SAMPLING_RATE
+                wave = 0.3 * np.sin(2 * np.pi * tone * t) + 0.05 * rng.standard_normal(n)
+                sf.write(chap_dir / f"{utt}.flac", wave.astype(np.float32), SAMPLING_RATE)
+                text = " ".join(rng.choice(WORDS, size=int(rng.integers(2, 7))))
+                lines.append(f"{utt} {text}\n")
+                frames = compute_num_frames(n / SAMPLING_RATE, 0.01, SAMPLING_RATE)
+                corpus.num_frames[utt] = frames
+                corpus.labels[utt] = _random_phone_runs(rng, frames - label_frame_diff)
+                corpus.texts[utt] = text
+                spk_utts.append(utt)
+            (chap_dir / f"{spk}-{chap}.trans.txt").write_text("".join(lines))
+        n_test = max(1, round(0.2 * len(spk_utts)))
+        test_idx = set(rng.choice(len(spk_utts), size=n_test, replace=False).tolist())
+        corpus.splits.setdefault("train", []).extend(
+            u for x, u in enumerate(spk_utts) if x not in test_idx
+        )
+        corpus.splits.setdefault("test", []).extend(
+            u for x, u in enumerate(spk_utts) if x in test_idx
+        )
+    (corpus.corpus_dir / "SPEAKERS.TXT").write_text("\n".join(speaker_lines) + "\n")
+    corpus.utt_ids = sorted(corpus.num_frames)
+
+    with open(corpus.labels_dir / "converted_aligned_phones.txt", "w") as f:
+        for utt in corpus.utt_ids:
+            f.write(utt + " " + " ".join(map(str, corpus.labels[utt].tolist())) + "\n")
+    for split in ("train", "test"):
+        text = "".join(f"{u}\n" for u in corpus.splits[split])
+        (corpus.labels_dir / f"{split}_split.txt").write_text(text)
+    if write_phones:
+        text = "".join(f"{sym} {i}\n" for i, sym in enumerate(CPC_PHONES))
+        (corpus.labels_dir / "phones.txt").write_text(text)
+    return corpus
+
+
+def _random_phone_runs(rng: np.random.Generator, num_frames: int) -> np.ndarray:
+    """Labels that look like an alignment: silence, then phone runs of 3-12 frames."""
+    out = np.empty(max(num_frames, 0), dtype=np.int64)
+    pos = 0
+    cls = 0  # start in silence
+    while pos < len(out):
+        run = int(rng.integers(3, 13))
+        out[pos : pos + run] = cls
+        pos += run
+        cls = int(rng.integers(0, len(CPC_PHONES)))
+    return out
