@@ -75,7 +75,7 @@ fi
 if begin_stage 0 "prepare lhotse manifests" $data_marks/stage0.done "$corpus_opts"; then
   if [ -n "$mini_dir" ]; then
     log "building the embedded mini-LibriSpeech in $mini_dir"
-    python ../../local/make_mini_librispeech.py --out-dir "$mini_dir" \
+    python $CPC_ROOT/local/make_mini_librispeech.py --out-dir "$mini_dir" \
       --speakers "$mini_speakers" --minutes "$mini_minutes" --clean "$mini_clean" \
       --seed "$seed" --num-jobs "$nj"
   fi
@@ -102,7 +102,7 @@ if begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
     launch+=(--standalone)
   fi
   # shellcheck disable=SC2086
-  $train_cmd $exp/log/train.log "${launch[@]}" ../../local/train.py \
+  $train_cmd $exp/log/train.log "${launch[@]}" $CPC_ROOT/local/train.py \
     --config "$config" --exp-dir $exp --manifest-dir $manifests --seed "$seed" \
     ${overrides:+--override $overrides}
   end_stage
@@ -111,11 +111,11 @@ fi
 # ---- stage 3: feature dumps ----
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
     "dump_z=$dump_z train=$(stage_sig $exp_marks/stage2.done)"; then
-  python ../../local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
+  python $CPC_ROOT/local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
     --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
-  python ../../local/extract_features.py --feat-type mfcc \
+  python $CPC_ROOT/local/extract_features.py --feat-type mfcc \
     --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
-  python ../../local/extract_features.py --feat-type random --config "$config" \
+  python $CPC_ROOT/local/extract_features.py --feat-type random --config "$config" \
     ${overrides:+--override $overrides} --seed "$seed" \
     --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
   end_stage
@@ -125,7 +125,7 @@ fi
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
     "seed=$seed feats=$(stage_sig $exp_marks/stage3.done)"; then
   for feat in cpc_$tag mfcc random_$tag; do
-    python ../../local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
+    python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
       --output-dir $exp/probe_phone/$feat --seed "$seed"
   done
   end_stage
@@ -135,11 +135,11 @@ fi
 if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
     "seed=$seed protocol=$speaker_protocol holdout_chapters=$holdout_chapters feats=$(stage_sig $exp_marks/stage3.done) phone=$(stage_sig $exp_marks/stage4.done)"; then
   for feat in cpc_$tag mfcc random_$tag; do
-    python ../../local/probe.py speaker --feature-dir data/$feat \
+    python $CPC_ROOT/local/probe.py speaker --feature-dir data/$feat \
       --output-dir $exp/probe_speaker/$feat --seed "$seed" \
       --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
   done
-  python ../../local/make_results.py --exp-dir $exp --tag "$tag"
+  python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag"
   end_stage
   log "results: $exp/RESULTS.md"
 fi
