@@ -1,0 +1,912 @@
+"""The embedded mini-LibriSpeech: a small speech corpus synthesised with espeak-ng from Jane
+Austen's novels, in LibriSpeech's exact layout, with ground-truth frame-level phone labels in
+the format of the CPC paper's release.
+
+``build_mini_librispeech(out_dir, speakers=40, minutes=120, clean=False, seed=42)`` writes::
+
+    out_dir/
+      LibriSpeech/
+        SPEAKERS.TXT  CHAPTERS.TXT               (LibriSpeech's formats)
+        train-clean-100/SPK/CHAPTER/
+          SPK-CHAPTER-0000.flac ...              (16 kHz mono PCM_16)
+          SPK-CHAPTER.trans.txt                  ("SPK-CHAPTER-0000 TRANSCRIPT IN UPPER CASE")
+      labels/
+        converted_aligned_phones.txt             ("<utt-id> i1 i2 ...", one class per 10 ms)
+        train_split.txt  test_split.txt          (utterance ids, 80/20, every speaker in both)
+        phones.txt                               ("<symbol> <id>", 41 classes)
+      info.json                                  (options, design, statistics, chance levels)
+
+Speakers. One accent (espeak-ng ``en-us``) so that speaker identity is not given away by
+pronunciation; half male, half female (one more female for an odd count). Each speaker is an
+espeak-ng voice variant (male ``m1``..``m7``, female ``f1``..``f5``, shared round-robin by
+several speakers) with its own base pitch (espeak 0-100 scale, 38..62), pitch range
+(35..65) and rate (155..185 words/min), and every utterance jitters pitch (+-4), range (+-5)
+and rate (+-8) around them. Each speaker reads at least 2 chapters; a chapter is a run of
+consecutive sentences of one novel chapter.
+
+Recording channels. Unless ``clean``, every chapter gets its own channel, fixed for the
+chapter and drawn from the seed: a 2nd-order high-pass at 60-300 Hz, a 4th-order low-pass at
+3.5-7.5 kHz, one or two peaking EQs (200 Hz-5 kHz, +-8 dB, Q 0.7-2.5), with probability 0.6 a
+short room response (exponentially decaying noise, RT60 0.1-0.4 s, mixed 10-20 dB below the
+direct sound), a stationary coloured noise floor (power spectrum 1/f^beta, beta 0-1.5) at
+20-40 dB SNR, with probability 0.25 a faint mains hum (50 or 60 Hz and harmonics), and a
+chapter gain. Speech is levelled to a fixed active-speech RMS before the noise is added, so
+the noise floor is stationary within a chapter; utterances are peak-limited to avoid
+clipping. ``clean=True`` keeps only the levelling.
+
+Labels. espeak-ng reports for every phoneme the exact sample at which it starts; phonemes
+are mapped to 39 ARPAbet phones + SIL + SPN (``ESPEAK_TO_ARPABET``), the phone spans mapped
+from 22.05 kHz to 16 kHz with the audio (polyphase resampling by 320/441, which keeps time
+zero), and every 10 ms frame ``i`` (samples ``[160 i, 160 i + 160)``) gets the phone active at
+its centre sample ``160 i + 80``. Padding and pauses are SIL. The number of frames of an
+utterance of ``n`` samples is lhotse's ``compute_num_frames(n / 16000, 0.01, 16000)``.
+
+Reproducibility. The same options give byte-identical label files and identical audio: all
+random choices come from ``numpy`` generators seeded from ``seed``, and each chapter is
+synthesised in a fresh worker process (espeak-ng's output depends slightly on what the process
+synthesised before).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from scipy import fft as sp_fft
+from scipy import signal
+
+from cpc.audio.espeak import find_espeak
+from cpc.audio.text import AUSTEN_BOOKS, BookChapter, Sentence, austen_chapters
+from cpc.io import Pathlike, atomic_path
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+FRAME_SHIFT = 0.01
+HOP = 160  # samples per 10 ms frame
+SUBSET = "train-clean-100"
+MIN_SECONDS = 2.0
+MAX_SECONDS = 15.0
+
+#: The 39 CMU/ARPAbet phones without stress.
+ARPABET = (
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
+    "UH UW V W Y Z ZH"
+).split()
+#: The 41 label classes: id 0 = SIL, 1..39 = ARPABET, 40 = SPN (anything unmappable).
+PHONE_SYMBOLS = ("SIL", *ARPABET, "SPN")
+PHONE_TO_ID = {p: i for i, p in enumerate(PHONE_SYMBOLS)}
+SIL_ID = PHONE_TO_ID["SIL"]
+SPN_ID = PHONE_TO_ID["SPN"]
+
+#: espeak-ng en-us phoneme mnemonics (stress marks ``'`` and ``,`` removed) -> ARPAbet.
+#: A phoneme mapped to two phones has its span split in half (r-coloured and centring
+#: diphthongs, syllabic consonants), the way CMU-dictionary alignments spell them.
+ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
+    # pauses: '_' pause, '_:' short pause, '_!' and '?' glottal closures (silent)
+    "_": ("SIL",),
+    "_:": ("SIL",),
+    "_!": ("SIL",),
+    "_^_": ("SIL",),
+    "?": ("SIL",),
+    # plosives and affricates; t# is the American flap, t2/d2 unreleased variants
+    "p": ("P",),
+    "b": ("B",),
+    "t": ("T",),
+    "t#": ("T",),
+    "t2": ("T",),
+    "d": ("D",),
+    "d#": ("D",),
+    "d2": ("D",),
+    "k": ("K",),
+    "g": ("G",),
+    "tS": ("CH",),
+    "dZ": ("JH",),
+    # fricatives
+    "f": ("F",),
+    "v": ("V",),
+    "T": ("TH",),
+    "D": ("DH",),
+    "s": ("S",),
+    "z": ("Z",),
+    "S": ("SH",),
+    "Z": ("ZH",),
+    "h": ("HH",),
+    "x": ("HH",),
+    # nasals, liquids, glides; ';' is the linking glide espeak puts after i before a vowel
+    "m": ("M",),
+    "n": ("N",),
+    "N": ("NG",),
+    "l": ("L",),
+    "r": ("R",),
+    "r-": ("R",),
+    "w": ("W",),
+    "W": ("W",),
+    "j": ("Y",),
+    ";": ("Y",),
+    # syllabic consonants
+    "@L": ("AH", "L"),
+    "n-": ("AH", "N"),
+    "m-": ("AH", "M"),
+    # monophthongs
+    "@": ("AH",),
+    "@2": ("AH",),
+    "@5": ("AH",),
+    "@-": ("AH",),
+    "a#": ("AH",),
+    "V": ("AH",),
+    "3": ("ER",),
+    "3:": ("ER",),
+    "a": ("AE",),
+    "aa": ("AE",),
+    "A": ("AA",),
+    "A:": ("AA",),
+    "0": ("AA",),
+    "O": ("AO",),
+    "O:": ("AO",),
+    "O2": ("AO",),
+    "E": ("EH",),
+    "E2": ("EH",),
+    "e": ("EH",),
+    "I": ("IH",),
+    "I#": ("IH",),
+    "I2": ("IH",),
+    "i": ("IY",),
+    "i:": ("IY",),
+    "U": ("UH",),
+    "u": ("UW",),
+    "u:": ("UW",),
+    # diphthongs
+    "aI": ("AY",),
+    "aU": ("AW",),
+    "eI": ("EY",),
+    "oU": ("OW",),
+    "OI": ("OY",),
+    # r-coloured and centring diphthongs
+    "A@": ("AA", "R"),
+    "O@": ("AO", "R"),
+    "o@": ("AO", "R"),
+    "e@": ("EH", "R"),
+    "i@3": ("IH", "R"),
+    "U@": ("UH", "R"),
+    "i@": ("IY", "AH"),
+    "aI@": ("AY", "ER"),
+    "aI3": ("AY", "ER"),
+    "aU@": ("AW", "ER"),
+}
+
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
+PITCH_RANGE = (38, 62)  # espeakPITCH, per speaker
+PITCH_RANGE_RANGE = (35, 65)  # espeakRANGE, per speaker
+RATE_RANGE = (155, 185)  # espeakRATE (words per minute), per speaker
+PITCH_JITTER, RANGE_JITTER, RATE_JITTER = 4, 5, 8  # per utterance, +-
+TARGET_RMS = 0.05  # active-speech RMS after levelling (before the chapter gain)
+PEAK_LIMIT = 0.95
+
+
+class MiniLibriSpeechError(ValueError):
+    """Bad options or an output location that cannot be written."""
+
+
+def espeak_to_arpabet(phoneme: str) -> tuple[str, ...]:
+    """Map an espeak-ng phoneme mnemonic (stress marks allowed) to 1-2 of ``PHONE_SYMBOLS``;
+    unknown mnemonics map to ``("SPN",)``."""
+    key = phoneme.lstrip("',%=")
+    return ESPEAK_TO_ARPABET.get(key, ("SPN",))
+
+
+def num_frames(num_samples: int) -> int:
+    """Frames of an utterance of ``num_samples`` samples at 16 kHz with a 10 ms shift; equal
+    to ``lhotse.utils.compute_num_frames(num_samples / 16000, 0.01, 16000)``."""
+    return (num_samples + HOP // 2) // HOP
+
+
+def frame_labels(spans: list[tuple[int, int, int]], num_samples: int) -> np.ndarray:
+    """Class id per 10 ms frame: the class of the span covering the frame's centre sample
+    ``160 i + 80`` (clipped to the last sample); SIL where no span covers it.
+
+    spans: ``(class_id, start, end)`` half-open sample spans at 16 kHz (later spans win).
+    Returns a uint8 array of ``num_frames(num_samples)`` frames.
+    """
+    per_sample = np.full(num_samples, SIL_ID, dtype=np.uint8)
+    for cid, start, end in spans:
+        if end > start:
+            per_sample[max(start, 0) : min(end, num_samples)] = cid
+    n = num_frames(num_samples)
+    centres = np.minimum(np.arange(n) * HOP + HOP // 2, max(num_samples - 1, 0))
+    return per_sample[centres] if num_samples else np.zeros(0, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus design (parent process)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeakerSpec:
+    """A synthetic reader: espeak voice + base prosody (jittered per utterance)."""
+
+    id: int
+    sex: str  # "M" or "F"
+    variant: str
+    pitch: int
+    pitch_range: int
+    rate: int
+
+    @property
+    def voice(self) -> str:
+        return f"en-us+{self.variant}"
+
+    @property
+    def name(self) -> str:
+        return f"espeak {self.voice} pitch {self.pitch} range {self.pitch_range} rate {self.rate}"
+
+
+@dataclass
+class ChannelSpec:
+    """A chapter's recording channel (see the module docstring)."""
+
+    highpass_hz: float
+    lowpass_hz: float
+    eq: list[dict[str, float]]  # [{"freq_hz", "gain_db", "q"}]
+    rir: dict[str, float] | None  # {"rt60_s", "wet_db", "predelay_ms"} or None
+    noise_snr_db: float
+    noise_beta: float  # power spectrum ~ 1/f^beta
+    hum: dict[str, float] | None  # {"freq_hz", "level_db"} relative to the noise floor
+    gain_db: float
+
+
+@dataclass
+class ChapterJob:
+    """Everything a worker needs to render one chapter."""
+
+    index: int
+    seed: int
+    speaker: SpeakerSpec
+    chapter_id: int
+    book: str
+    book_chapter: int
+    target_seconds: float
+    sentences: list[Sentence]
+    channel: ChannelSpec | None
+    out_dir: str  # the LibriSpeech/train-clean-100 directory
+
+
+@dataclass
+class UttResult:
+    utt_id: str
+    num_samples: int
+    transcript: str
+    labels: bytes  # uint8 class ids, one per frame
+
+
+@dataclass
+class ChapterResult:
+    index: int
+    utterances: list[UttResult]
+    rejected: int
+    unmapped: dict[str, int] = field(default_factory=dict)
+
+
+def design_speakers(n: int, rng: np.random.Generator) -> list[SpeakerSpec]:
+    """``n`` speakers, half male (rounded down), ids unique 4-digit integers."""
+    ids = sorted(int(i) for i in rng.choice(np.arange(1000, 10000), size=n, replace=False))
+    sexes = ["M"] * (n // 2) + ["F"] * (n - n // 2)
+    sexes = [sexes[i] for i in rng.permutation(n)]
+    variants = {
+        "M": [MALE_VARIANTS[i] for i in rng.permutation(len(MALE_VARIANTS))],
+        "F": [FEMALE_VARIANTS[i] for i in rng.permutation(len(FEMALE_VARIANTS))],
+    }
+    used = Counter()
+    out = []
+    for spk_id, sex in zip(ids, sexes):
+        vs = variants[sex]
+        variant = vs[used[sex] % len(vs)]
+        used[sex] += 1
+        out.append(
+            SpeakerSpec(
+                id=spk_id,
+                sex=sex,
+                variant=variant,
+                pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+                pitch_range=int(rng.integers(PITCH_RANGE_RANGE[0], PITCH_RANGE_RANGE[1] + 1)),
+                rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
+            )
+        )
+    return out
+
+
+def design_channel(rng: np.random.Generator) -> ChannelSpec:
+    """Draw one recording channel."""
+    r = lambda x: round(float(x), 3)  # noqa: E731
+    eq = []
+    for _ in range(int(rng.integers(1, 3))):
+        eq.append(
+            {
+                "freq_hz": r(math.exp(rng.uniform(math.log(200), math.log(5000)))),
+                "gain_db": r(rng.uniform(-8, 8)),
+                "q": r(rng.uniform(0.7, 2.5)),
+            }
+        )
+    rir = None
+    if rng.uniform() < 0.6:
+        rir = {
+            "rt60_s": r(rng.uniform(0.1, 0.4)),
+            "wet_db": r(rng.uniform(-20, -10)),
+            "predelay_ms": r(rng.uniform(2, 10)),
+        }
+    hum = None
+    if rng.uniform() < 0.25:
+        hum = {"freq_hz": float(rng.choice([50.0, 60.0])), "level_db": r(rng.uniform(-6, 0))}
+    return ChannelSpec(
+        highpass_hz=r(math.exp(rng.uniform(math.log(60), math.log(300)))),
+        lowpass_hz=r(rng.uniform(3500, 7500)),
+        eq=eq,
+        rir=rir,
+        noise_snr_db=r(rng.uniform(20, 40)),
+        noise_beta=r(rng.uniform(0.0, 1.5)),
+        hum=hum,
+        gain_db=r(rng.uniform(-4, 2)),
+    )
+
+
+def _chapters_per_speaker(per_speaker_minutes: float) -> int:
+    return max(2, round(per_speaker_minutes / 5.0))
+
+
+def _estimate_seconds(s: Sentence, rate: int) -> float:
+    return s.num_words * 60.0 / rate + 0.6
+
+
+def _pick_sentences(
+    book_chapters: list[BookChapter], start: int, target_seconds: float, rate: int
+) -> tuple[BookChapter, list[Sentence]]:
+    """Consecutive sentences from book chapter ``start`` on (continuing into the next ones),
+    enough for about 2.5x the target duration plus a margin."""
+    first = book_chapters[start % len(book_chapters)]
+    out: list[Sentence] = []
+    est = 0.0
+    i = start
+    while est < 2.5 * target_seconds + 30.0 and i < start + len(book_chapters):
+        for s in book_chapters[i % len(book_chapters)].sentences:
+            out.append(s)
+            est += _estimate_seconds(s, rate)
+            if est >= 2.5 * target_seconds + 30.0:
+                break
+        i += 1
+    return first, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (worker processes)
+# ---------------------------------------------------------------------------------------------
+
+
+def _peaking_sos(freq: float, gain_db: float, q: float, fs: int) -> np.ndarray:
+    """RBJ audio-EQ-cookbook peaking biquad as one second-order section."""
+    a = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * freq / fs
+    alpha = math.sin(w0) / (2 * q)
+    b = [1 + alpha * a, -2 * math.cos(w0), 1 - alpha * a]
+    den = [1 + alpha / a, -2 * math.cos(w0), 1 - alpha / a]
+    return np.array(
+        [[b[0] / den[0], b[1] / den[0], b[2] / den[0], 1.0, den[1] / den[0], den[2] / den[0]]]
+    )
+
+
+class _Channel:
+    """Applies a ``ChannelSpec``; its noise comes from the chapter's generator."""
+
+    def __init__(self, spec: ChannelSpec, rng: np.random.Generator) -> None:
+        self.spec = spec
+        self.rng = rng
+        fs = SAMPLE_RATE
+        sos = [
+            signal.butter(2, spec.highpass_hz, "highpass", fs=fs, output="sos"),
+            signal.butter(4, min(spec.lowpass_hz, 0.47 * fs), "lowpass", fs=fs, output="sos"),
+        ]
+        sos += [_peaking_sos(e["freq_hz"], e["gain_db"], e["q"], fs) for e in spec.eq]
+        self.sos = np.concatenate(sos)
+        self.rir = None
+        if spec.rir is not None:
+            n = int(spec.rir["rt60_s"] * fs)
+            pre = int(spec.rir["predelay_ms"] * fs / 1000)
+            t = np.arange(n) / fs
+            tail = rng.standard_normal(n) * np.exp(-6.908 * t / spec.rir["rt60_s"])
+            tail *= 10 ** (spec.rir["wet_db"] / 20) / np.sqrt(np.sum(tail**2))
+            h = np.zeros(pre + n)
+            h[0] = 1.0
+            h[pre:] += tail
+            self.rir = h
+
+    def noise(self, n: int) -> np.ndarray:
+        """Unit-RMS stationary noise floor of ``n`` samples (coloured, plus optional hum)."""
+        spec = self.spec
+        m = sp_fft.next_fast_len(n, real=True)  # a fast FFT size; the excess is cut off
+        white = self.rng.standard_normal(m)
+        f = sp_fft.rfftfreq(m, 1 / SAMPLE_RATE)
+        shape = np.maximum(f, 20.0) ** (-spec.noise_beta / 2)
+        x = sp_fft.irfft(sp_fft.rfft(white) * shape, m)[:n]
+        x /= np.sqrt(np.mean(x**2)) + 1e-12
+        if spec.hum is not None:
+            t = np.arange(n) / SAMPLE_RATE
+            hum = np.zeros(n)
+            for k, amp in ((1, 1.0), (2, 0.5), (3, 0.3)):
+                hum += amp * np.sin(
+                    2 * np.pi * k * spec.hum["freq_hz"] * t + self.rng.uniform(0, 6.283)
+                )
+            hum *= 10 ** (spec.hum["level_db"] / 20) / np.sqrt(np.mean(hum**2))
+            x = (x + hum) / np.sqrt(1 + 10 ** (spec.hum["level_db"] / 10))
+        return x
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        if self.rir is not None:
+            x = signal.fftconvolve(x, self.rir)[: len(x)]
+        return signal.sosfilt(self.sos, x)
+
+
+def _level(x: np.ndarray, speech: np.ndarray, target_rms: float) -> np.ndarray:
+    active = x[speech] if speech.any() else x
+    rms = float(np.sqrt(np.mean(active**2))) if active.size else 0.0
+    return x * (target_rms / rms) if rms > 0 else x
+
+
+def render_chapter(job: ChapterJob) -> ChapterResult:
+    """Synthesise one chapter: FLAC files and the chapter's trans.txt under ``job.out_dir``;
+    returns the utterances' frame labels. Meant to run in a fresh process."""
+    from cpc.audio.espeak import get_espeak
+
+    # separate streams: the speech (prosody jitter, padding) does not depend on the channel,
+    # so clean and channel builds with one seed hold the same utterances and labels
+    rng = np.random.default_rng([job.seed, job.index, 0])
+    rng_channel = np.random.default_rng([job.seed, job.index, 1])
+    tts = get_espeak()
+    spk = job.speaker
+    tts.set_voice(spk.voice)
+    channel = _Channel(job.channel, rng_channel) if job.channel is not None else None
+    gain = 10 ** ((job.channel.gain_db if job.channel else 0.0) / 20)
+    chap_dir = Path(job.out_dir) / str(spk.id) / str(job.chapter_id)
+    chap_dir.mkdir(parents=True, exist_ok=True)
+    ratio = SAMPLE_RATE / tts.sample_rate
+    up, down = _resample_ratio(tts.sample_rate)
+
+    utts: list[UttResult] = []
+    unmapped: Counter[str] = Counter()
+    rejected = 0
+    total = 0.0
+    for sent in job.sentences:
+        if utts and total >= job.target_seconds - 0.5 * total / len(utts):
+            break
+        pitch = int(np.clip(spk.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
+        prange = int(
+            np.clip(spk.pitch_range + rng.integers(-RANGE_JITTER, RANGE_JITTER + 1), 0, 100)
+        )
+        rate = int(np.clip(spk.rate + rng.integers(-RATE_JITTER, RATE_JITTER + 1), 80, 450))
+        lead = int(rng.uniform(0.15, 0.5) * SAMPLE_RATE)
+        trail = int(rng.uniform(0.15, 0.5) * SAMPLE_RATE)
+        tts.set_parameters(rate=rate, pitch=pitch, pitch_range=prange)
+        syn = tts.synthesize(sent.text, seed=int(rng.integers(1, 2**31)))
+        audio = signal.resample_poly(syn.samples.astype(np.float64) / 32768.0, up, down)
+        n = lead + len(audio) + trail
+        if not MIN_SECONDS <= n / SAMPLE_RATE <= MAX_SECONDS:
+            rejected += 1
+            continue
+        x = np.zeros(n)
+        x[lead : lead + len(audio)] = audio
+
+        spans: list[tuple[int, int, int]] = []
+        for seg in syn.segments():
+            phones = espeak_to_arpabet(seg.phoneme)
+            if phones == ("SPN",):
+                unmapped[seg.phoneme] += 1
+            s16 = lead + min(round(seg.start * ratio), len(audio))
+            e16 = lead + min(round(seg.end * ratio), len(audio))
+            bounds = np.linspace(s16, e16, len(phones) + 1).round().astype(int)
+            for p, a, b in zip(phones, bounds[:-1], bounds[1:]):
+                spans.append((PHONE_TO_ID[p], int(a), int(b)))
+        labels = frame_labels(spans, n)
+        speech = np.zeros(n, dtype=bool)
+        for cid, a, b in spans:
+            if cid != SIL_ID:
+                speech[a:b] = True
+
+        if channel is not None:
+            x = channel.apply(x)
+            x = _level(x, speech, TARGET_RMS * gain)
+            noise_rms = TARGET_RMS * gain / 10 ** (job.channel.noise_snr_db / 20)
+            x = x + noise_rms * channel.noise(n)
+        else:
+            x = _level(x, speech, TARGET_RMS)
+        peak = float(np.max(np.abs(x))) if n else 0.0
+        if peak > PEAK_LIMIT:
+            x *= PEAK_LIMIT / peak
+
+        utt_id = f"{spk.id}-{job.chapter_id}-{len(utts):04d}"
+        pcm = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+        sf.write(chap_dir / f"{utt_id}.flac", pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        utts.append(UttResult(utt_id, n, sent.transcript, labels.tobytes()))
+        total += n / SAMPLE_RATE
+    with open(chap_dir / f"{spk.id}-{job.chapter_id}.trans.txt", "w") as f:
+        for u in utts:
+            f.write(f"{u.utt_id} {u.transcript}\n")
+    return ChapterResult(job.index, utts, rejected, dict(unmapped))
+
+
+def _resample_ratio(rate: int) -> tuple[int, int]:
+    g = math.gcd(SAMPLE_RATE, rate)
+    return SAMPLE_RATE // g, rate // g
+
+
+def _mp_context() -> mp.context.BaseContext:
+    """A start method that gives every chapter a fresh process not forked from a process that
+    may have used espeak-ng: forkserver where available, else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["cpc.audio.mini_librispeech"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the corpus (parent process)
+# ---------------------------------------------------------------------------------------------
+
+
+def _speakers_txt(speakers: list[SpeakerSpec], minutes: dict[int, float]) -> str:
+    lines = [
+        "; Synthetic readers of the embedded mini-LibriSpeech (espeak-ng voices; see info.json).",
+        "; Format as in LibriSpeech's SPEAKERS.TXT: reader id, sex, subset, minutes, name.",
+        ";ID  |SEX| SUBSET           |MINUTES| NAME",
+    ]
+    for s in speakers:
+        lines.append(f"{s.id:<5}| {s.sex} | {SUBSET:<17}| {minutes[s.id]:6.2f}| {s.name}")
+    return "\n".join(lines) + "\n"
+
+
+def _chapters_txt(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "; Chapters of the embedded mini-LibriSpeech; format as in LibriSpeech's CHAPTERS.TXT.",
+        ";ID      |READER|MINUTES| SUBSET           | PROJ.|BOOK ID| CH. TITLE"
+        "                          | PROJECT TITLE",
+    ]
+    book_ids = {b: i + 1 for i, b in enumerate(AUSTEN_BOOKS)}
+    for r in rows:
+        lines.append(
+            f"{r['id']:<8}| {r['speaker']:<5}| {r['minutes']:6.2f}| {SUBSET:<17}| {0:<5}| "
+            f"{book_ids.get(r['book'], 0):<6}| {('Chapter ' + str(r['book_chapter'])):<35}| "
+            f"{AUSTEN_BOOKS.get(r['book'], r['book'])}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _split(
+    utts_by_speaker: dict[int, list[str]], rng: np.random.Generator, test_fraction: float = 0.2
+) -> tuple[list[str], list[str]]:
+    train: list[str] = []
+    test: list[str] = []
+    for spk in sorted(utts_by_speaker):
+        ids = sorted(utts_by_speaker[spk])
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        n_test = max(1, round(test_fraction * len(ids))) if len(ids) >= 2 else 0
+        test += order[:n_test]
+        train += order[n_test:]
+    return sorted(train), sorted(test)
+
+
+def _check_options(speakers: int, minutes: float, num_jobs: int) -> None:
+    if not 1 <= speakers <= 2000:
+        raise MiniLibriSpeechError(f"--speakers must be 1..2000, got {speakers}")
+    if not (minutes > 0 and math.isfinite(minutes)):
+        raise MiniLibriSpeechError(f"--minutes must be a positive number, got {minutes}")
+    if num_jobs < 1:
+        raise MiniLibriSpeechError(f"--num-jobs must be >= 1, got {num_jobs}")
+
+
+def _check_writable(out_dir: Path) -> None:
+    parent = out_dir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MiniLibriSpeechError(
+            f"cannot create {parent} for the corpus {out_dir}: {e.strerror or e}; "
+            "choose a writable --out-dir"
+        ) from e
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MiniLibriSpeechError(
+            f"{parent} is not writable, so the corpus {out_dir} cannot be built there; "
+            "choose a writable --out-dir or fix the permissions"
+        )
+
+
+def build_mini_librispeech(
+    out_dir: Pathlike,
+    speakers: int = 40,
+    minutes: float = 120.0,
+    clean: bool = False,
+    seed: int = 42,
+    num_jobs: int = 2,
+    text_root: Pathlike | None = None,
+) -> dict[str, Any]:
+    """Build the embedded mini-LibriSpeech in ``out_dir`` (replaced as a whole, atomically).
+
+    speakers: number of readers (half male). minutes: total audio to synthesise (each chapter
+    stops at its share; the total lands within about one utterance per chapter). clean: no
+    recording channels. seed: all random choices. num_jobs: worker processes.
+    text_root: the janeaustenr directory (default: see ``cpc.audio.text.find_janeaustenr``).
+
+    Returns the summary also written to ``out_dir/info.json``. Raises
+    ``MiniLibriSpeechError`` (bad options, unwritable location), ``FileNotFoundError``
+    (espeak-ng or the Austen text missing, with the fix in the message).
+    """
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    _check_options(speakers, minutes, num_jobs)
+    _check_writable(out_dir)
+    lib_path, _ = find_espeak()
+    book_chapters = austen_chapters(text_root)
+    if not book_chapters:
+        raise MiniLibriSpeechError("the Austen text yielded no sentences")
+
+    ss = np.random.SeedSequence(seed)
+    rng_design, rng_channel, rng_split = (np.random.default_rng(s) for s in ss.spawn(3))
+    spks = design_speakers(speakers, rng_design)
+    per_speaker = minutes * 60.0 / speakers
+    n_ch = _chapters_per_speaker(per_speaker / 60.0)
+    chapter_ids = rng_design.choice(np.arange(10000, 300000), size=speakers * n_ch, replace=False)
+    book_order = rng_design.permutation(len(book_chapters))
+    jobs: list[ChapterJob] = []
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        subset_dir = tmp / "LibriSpeech" / SUBSET
+        subset_dir.mkdir(parents=True)
+        for si, spk in enumerate(spks):
+            for ci in range(n_ch):
+                k = si * n_ch + ci
+                start = int(book_order[k % len(book_order)])
+                first, sents = _pick_sentences(book_chapters, start, per_speaker / n_ch, spk.rate)
+                jobs.append(
+                    ChapterJob(
+                        index=k,
+                        seed=seed,
+                        speaker=spk,
+                        chapter_id=int(chapter_ids[k]),
+                        book=first.book,
+                        book_chapter=first.number,
+                        target_seconds=per_speaker / n_ch,
+                        sentences=sents,
+                        channel=None if clean else design_channel(rng_channel),
+                        out_dir=str(subset_dir),
+                    )
+                )
+        log.info(
+            "synthesising %d speakers x %d chapters (%.1f min, %s) with %d jobs",
+            speakers,
+            n_ch,
+            minutes,
+            "clean" if clean else "audiobook channels",
+            num_jobs,
+        )
+        results = _run_jobs(jobs, num_jobs)
+        summary = _write_metadata(tmp, jobs, results, spks, rng_split, lib_path)
+        summary["options"] = {
+            "speakers": speakers,
+            "minutes": minutes,
+            "clean": clean,
+            "seed": seed,
+            "num_jobs": num_jobs,
+        }
+        summary["build_seconds"] = round(time.time() - t0, 1)
+        summary = {"options": summary.pop("options"), **summary}
+        (tmp / "info.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info(
+        "wrote %s: %d utterances, %.1f min, %.0f s",
+        out_dir,
+        summary["num_utterances"],
+        summary["total_minutes"],
+        summary["build_seconds"],
+    )
+    return summary
+
+
+def _chapter_process(job: ChapterJob, conn: Any) -> None:
+    """Worker entry point: render one chapter and send the result (or the error) back."""
+    try:
+        conn.send(("ok", render_chapter(job)))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        try:
+            conn.send(("error", (e, traceback.format_exc())))
+        except Exception:  # noqa: BLE001 - unpicklable exception
+            conn.send(("error", (None, traceback.format_exc())))
+    finally:
+        conn.close()
+
+
+def _run_jobs(jobs: list[ChapterJob], num_jobs: int) -> list[ChapterResult]:
+    """Render every chapter in its own fresh process, ``num_jobs`` at a time."""
+    from multiprocessing.connection import wait
+
+    from tqdm import tqdm
+
+    ctx = _mp_context()
+    pending = list(jobs)
+    running: dict[Any, tuple[Any, ChapterJob]] = {}
+    results: list[ChapterResult] = []
+    try:
+        with tqdm(total=len(jobs), desc="chapters", unit="ch", leave=False) as bar:
+            while pending or running:
+                while pending and len(running) < num_jobs:
+                    job = pending.pop(0)
+                    recv, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_chapter_process, args=(job, send), daemon=True)
+                    proc.start()
+                    send.close()
+                    running[recv] = (proc, job)
+                for conn in wait(list(running)):
+                    proc, job = running.pop(conn)
+                    try:
+                        status, payload = conn.recv()
+                    except EOFError:
+                        status, payload = "died", None
+                    conn.close()
+                    proc.join()
+                    if status != "ok":
+                        _raise_worker_error(job, status, payload, proc.exitcode)
+                    results.append(payload)
+                    bar.update()
+    finally:
+        for proc, _ in running.values():
+            proc.terminate()
+            proc.join()
+    results.sort(key=lambda r: r.index)
+    return results
+
+
+def _raise_worker_error(job: ChapterJob, status: str, payload: Any, exitcode: int | None) -> None:
+    where = f"chapter {job.chapter_id} of speaker {job.speaker.id} ({job.speaker.voice})"
+    if status == "died":
+        raise RuntimeError(
+            f"{where}: the worker process died (exit code {exitcode}). If you call "
+            "build_mini_librispeech from a script, guard the call with "
+            "if __name__ == '__main__': (workers re-import the main module)"
+        )
+    exc, tb = payload
+    if isinstance(exc, (OSError, ValueError)):
+        raise exc
+    raise RuntimeError(f"{where} failed:\n{tb}")
+
+
+def _write_metadata(
+    root: Path,
+    jobs: list[ChapterJob],
+    results: list[ChapterResult],
+    spks: list[SpeakerSpec],
+    rng_split: np.random.Generator,
+    lib_path: str,
+) -> dict[str, Any]:
+    from lhotse.utils import compute_num_frames
+
+    labels: dict[str, np.ndarray] = {}
+    samples: dict[str, int] = {}
+    utts_by_speaker: dict[int, list[str]] = {s.id: [] for s in spks}
+    minutes_by_speaker: Counter[int] = Counter()
+    chapter_rows = []
+    unmapped: Counter[str] = Counter()
+    rejected = 0
+    for job, res in zip(jobs, results):
+        assert job.index == res.index
+        rejected += res.rejected
+        unmapped.update(res.unmapped)
+        chap_samples = 0
+        for u in res.utterances:
+            labels[u.utt_id] = np.frombuffer(u.labels, dtype=np.uint8)
+            samples[u.utt_id] = u.num_samples
+            utts_by_speaker[job.speaker.id].append(u.utt_id)
+            chap_samples += u.num_samples
+        minutes_by_speaker[job.speaker.id] += chap_samples / SAMPLE_RATE / 60
+        row = {
+            "id": job.chapter_id,
+            "speaker": job.speaker.id,
+            "book": job.book,
+            "book_chapter": job.book_chapter,
+            "minutes": round(chap_samples / SAMPLE_RATE / 60, 3),
+            "utterances": len(res.utterances),
+            "channel": asdict(job.channel) if job.channel is not None else None,
+        }
+        chapter_rows.append(row)
+    if unmapped:
+        log.warning("espeak phonemes without an ARPAbet mapping (labelled SPN): %s", dict(unmapped))
+
+    # every label file must match the audio that was written
+    subset = root / "LibriSpeech" / SUBSET
+    for utt_id, lab in labels.items():
+        spk, chap, _ = utt_id.split("-")
+        path = subset / spk / chap / f"{utt_id}.flac"
+        info = sf.info(str(path))
+        expect = compute_num_frames(info.frames / info.samplerate, FRAME_SHIFT, SAMPLE_RATE)
+        if info.samplerate != SAMPLE_RATE or len(lab) != expect:
+            raise MiniLibriSpeechError(
+                f"utterance {utt_id}: {len(lab)} label frames but audio {path} has {expect} "
+                f"frames ({info.frames / info.samplerate:.2f} s at {info.samplerate} Hz)"
+            )
+
+    lab_dir = root / "labels"
+    lab_dir.mkdir()
+    with open(lab_dir / "converted_aligned_phones.txt", "w") as f:
+        for utt_id in sorted(labels):
+            f.write(utt_id + " " + " ".join(map(str, labels[utt_id].tolist())) + "\n")
+    train, test = _split(utts_by_speaker, rng_split)
+    (lab_dir / "train_split.txt").write_text("".join(u + "\n" for u in train))
+    (lab_dir / "test_split.txt").write_text("".join(u + "\n" for u in test))
+    (lab_dir / "phones.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(PHONE_SYMBOLS)))
+
+    ls = root / "LibriSpeech"
+    (ls / "SPEAKERS.TXT").write_text(_speakers_txt(spks, minutes_by_speaker))
+    (ls / "CHAPTERS.TXT").write_text(_chapters_txt(chapter_rows))
+
+    def counts(ids: list[str]) -> Counter[str]:
+        c = np.zeros(len(PHONE_SYMBOLS), dtype=np.int64)
+        for u in ids:
+            c += np.bincount(labels[u], minlength=len(PHONE_SYMBOLS))
+        return Counter({p: int(v) for p, v in zip(PHONE_SYMBOLS, c)})
+
+    all_counts, test_counts = counts(sorted(labels)), counts(test)
+    maj, maj_n = all_counts.most_common(1)[0]
+    test_total = sum(test_counts.values())
+    spk_test_frames = Counter()
+    for u in test:
+        spk_test_frames[u.split("-")[0]] += len(labels[u])
+    total_samples = sum(samples.values())
+    return {
+        "num_speakers": len(spks),
+        "num_chapters": len(jobs),
+        "num_utterances": len(labels),
+        "num_train_utterances": len(train),
+        "num_test_utterances": len(test),
+        "rejected_sentences": rejected,
+        "total_minutes": round(total_samples / SAMPLE_RATE / 60, 3),
+        "total_frames": int(sum(len(v) for v in labels.values())),
+        "sample_rate": SAMPLE_RATE,
+        "frame_shift": FRAME_SHIFT,
+        "espeak_library": lib_path,
+        "phones": list(PHONE_SYMBOLS),
+        "label_class_counts": {p: int(all_counts.get(p, 0)) for p in PHONE_SYMBOLS},
+        "unmapped_espeak_phonemes": dict(unmapped),
+        "chance": {
+            "phone_majority_class": maj,
+            "phone_majority_frame_accuracy": round(maj_n / max(sum(all_counts.values()), 1), 4),
+            "phone_majority_frame_accuracy_test": round(
+                test_counts.get(maj, 0) / max(test_total, 1), 4
+            ),
+            "speaker_uniform": round(1.0 / len(spks), 4),
+            "speaker_majority_frame_accuracy_test": round(
+                max(spk_test_frames.values(), default=0) / max(test_total, 1), 4
+            ),
+        },
+        "speakers": [
+            {
+                "id": s.id,
+                "sex": s.sex,
+                "voice": s.voice,
+                "pitch": s.pitch,
+                "pitch_range": s.pitch_range,
+                "rate": s.rate,
+                "jitter": {"pitch": PITCH_JITTER, "pitch_range": RANGE_JITTER, "rate": RATE_JITTER},
+                "minutes": round(minutes_by_speaker[s.id], 3),
+                "utterances": len(utts_by_speaker[s.id]),
+            }
+            for s in spks
+        ],
+        "chapters": chapter_rows,
+    }
