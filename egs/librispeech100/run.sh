@@ -122,9 +122,11 @@ if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done
 fi
 
 # ---- stage 4: phone probes ----
+probe_feats="cpc_$tag mfcc random_$tag"
+if [ "$dump_z" = true ]; then probe_feats="$probe_feats cpc_${tag}_z"; fi
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
     "seed=$seed feats=$(stage_sig $exp_marks/stage3.done)"; then
-  for feat in cpc_$tag mfcc random_$tag; do
+  for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
       --output-dir $exp/probe_phone/$feat --seed "$seed"
   done
@@ -134,7 +136,7 @@ fi
 # ---- stage 5: speaker probes + results ----
 if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
     "seed=$seed protocol=$speaker_protocol holdout_chapters=$holdout_chapters feats=$(stage_sig $exp_marks/stage3.done) phone=$(stage_sig $exp_marks/stage4.done)"; then
-  for feat in cpc_$tag mfcc random_$tag; do
+  for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py speaker --feature-dir data/$feat \
       --output-dir $exp/probe_speaker/$feat --seed "$seed" \
       --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"

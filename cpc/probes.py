@@ -1,0 +1,317 @@
+"""Probes: how much of a label is (linearly) readable from frozen features.
+
+Domain-agnostic: inputs are in-memory arrays, one row per example (a 10 ms frame, a pooled
+window, an image patch ...). A probe is a multinomial logistic regression (``hidden_dim=0``)
+or a one-hidden-layer MLP, trained with minibatch Adam for a fixed number of epochs (raised to
+reach ``min_steps`` updates on small data; no early stopping on the test set) with a cosine
+learning-rate decay, seeded. Features are standardised with the TRAIN split's mean and
+standard deviation only.
+
+Optionally each row is concatenated with its ``context`` neighbours on either side within the
+same sequence (edge rows repeated), e.g. ``context=2`` for c_t with +-2 frames; neighbours are
+gathered per minibatch, so memory stays at one copy of the features.
+
+Outputs (:class:`ProbeResult`): test accuracy, train accuracy, per-class accuracy (recall),
+the confusion matrix (rows = reference, columns = prediction), timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "ProbeConfig",
+    "ProbeData",
+    "ProbeResult",
+    "standardize",
+    "majority_chance",
+    "train_probe",
+    "pool_windows",
+    "holdout_group_split",
+]
+
+
+@dataclass
+class ProbeConfig:
+    """Hyper-parameters of a probe (defaults sized for ~10^6 rows on a few CPU cores)."""
+
+    hidden_dim: int = 0  # 0: linear (multinomial logistic regression); >0: one hidden layer
+    epochs: int = 10
+    min_steps: int = 0  # train at least this many updates (more epochs on small data)
+    batch_size: int = 1024
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    context: int = 0  # concatenate +-context neighbouring rows of the same sequence
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 16384
+
+
+@dataclass
+class ProbeData:
+    """Rows to probe: ``x`` (N, D) float32, ``y`` (N,) int64 class ids, and optional sequence
+    ``offsets`` (U+1,) int64 (sequence u is rows ``offsets[u]:offsets[u+1]``), needed for
+    ``context > 0``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    offsets: torch.Tensor | None = None
+
+    @staticmethod
+    def from_numpy(x: np.ndarray, y: np.ndarray, offsets: np.ndarray | None = None) -> ProbeData:
+        return ProbeData(
+            torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            torch.from_numpy(np.asarray(y, dtype=np.int64)),
+            None if offsets is None else torch.from_numpy(np.asarray(offsets, dtype=np.int64)),
+        )
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):
+            raise ValueError(
+                f"probe data: x must be (N, D) and y (N,), got {tuple(self.x.shape)} "
+                f"and {tuple(self.y.shape)}"
+            )
+        if self.offsets is not None and (
+            int(self.offsets[0]) != 0 or int(self.offsets[-1]) != self.x.shape[0]
+        ):
+            raise ValueError(
+                f"probe data: offsets must start at 0 and end at N={self.x.shape[0]}, "
+                f"got {int(self.offsets[0])}..{int(self.offsets[-1])}"
+            )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class ProbeResult:
+    accuracy: float
+    train_accuracy: float
+    per_class_accuracy: list[float | None]  # None for a class absent from the test set
+    confusion: np.ndarray  # (C, C) int64, rows = reference, columns = prediction
+    num_train: int
+    num_test: int
+    input_dim: int
+    time_s: float
+    time_per_epoch_s: float
+    final_loss: float
+    epochs: int = 0  # epochs actually run (cfg.epochs, or more for cfg.min_steps)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
+        """JSON-ready summary (confusion matrix as nested lists)."""
+        names = class_names or [str(i) for i in range(len(self.per_class_accuracy))]
+        return {
+            "accuracy": self.accuracy,
+            "train_accuracy": self.train_accuracy,
+            "per_class_accuracy": dict(zip(names, self.per_class_accuracy)),
+            "confusion": self.confusion.tolist(),
+            "num_train": self.num_train,
+            "num_test": self.num_test,
+            "input_dim": self.input_dim,
+            "time_s": self.time_s,
+            "time_per_epoch_s": self.time_per_epoch_s,
+            "epochs": self.epochs,
+            "final_loss": self.final_loss,
+            "config": self.config,
+        }
+
+
+def standardize(train_x: torch.Tensor, *others: torch.Tensor, eps: float = 1e-5) -> None:
+    """Standardise ``train_x`` and ``others`` in place with ``train_x``'s per-dimension mean
+    and standard deviation (computed in float64; constant dimensions are only centred)."""
+    mean = train_x.double().mean(0)
+    std = train_x.double().std(0)
+    std = torch.where(std > eps, std, torch.ones_like(std))
+    for t in (train_x, *others):
+        t.sub_(mean.to(t.dtype)).div_(std.to(t.dtype))
+
+
+def majority_chance(train_y: torch.Tensor | np.ndarray, test_y: torch.Tensor | np.ndarray) -> float:
+    """Test accuracy of always answering the most frequent TRAIN class."""
+    train_y = torch.as_tensor(train_y)
+    test_y = torch.as_tensor(test_y)
+    majority = int(torch.bincount(train_y).argmax())
+    return float((test_y == majority).double().mean())
+
+
+def pool_windows(x: np.ndarray, offsets: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-pool each sequence over consecutive non-overlapping windows of ``window`` rows.
+
+    A sequence of T rows gives ``T // window`` windows (its tail shorter than a window is
+    dropped); a sequence shorter than one window gives one window of all its rows.
+    Returns ``(pooled (W, D) float32, seq_index (W,) int64)``: the sequence of each window."""
+    pooled: list[np.ndarray] = []
+    seq: list[np.ndarray] = []
+    for u in range(len(offsets) - 1):
+        a, b = int(offsets[u]), int(offsets[u + 1])
+        t = b - a
+        if t == 0:
+            continue
+        n = t // window
+        if n == 0:
+            pooled.append(x[a:b].mean(0, keepdims=True))
+            seq.append(np.array([u]))
+        else:
+            pooled.append(x[a : a + n * window].reshape(n, window, -1).mean(1))
+            seq.append(np.full(n, u))
+    return (
+        np.concatenate(pooled).astype(np.float32),
+        np.concatenate(seq).astype(np.int64),
+    )
+
+
+def holdout_group_split(
+    classes: Sequence[str], groups: Sequence[str], seed: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """Split items so that every class is tested on a group never seen in training.
+
+    ``classes[i]`` and ``groups[i]`` are item i's class (e.g. speaker) and group (e.g.
+    chapter). For every class with at least two groups, one of them (a seeded choice) is
+    held out: its items are test items, the class's other groups are training items.
+    Returns ``(is_test (N,) bool, single_group_classes)``; the items of classes with a single
+    group are marked train, and callers should leave those classes out."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, set[str]] = {}
+    for c, g in zip(classes, groups):
+        by_class.setdefault(c, set()).add(g)
+    held: dict[str, str] = {}
+    single: list[str] = []
+    for c in sorted(by_class):
+        gs = sorted(by_class[c])
+        if len(gs) < 2:
+            single.append(c)
+        else:
+            held[c] = gs[int(rng.integers(len(gs)))]
+    is_test = np.array([held.get(c) == g for c, g in zip(classes, groups)], dtype=bool)
+    return is_test, single
+
+
+class _Context:
+    """Gathers rows with their +-k neighbours (clamped to the row's sequence)."""
+
+    def __init__(self, data: ProbeData, k: int) -> None:
+        self.x = data.x
+        self.k = k
+        if k > 0:
+            if data.offsets is None:
+                raise ValueError("probe data: context > 0 needs sequence offsets")
+            lengths = data.offsets[1:] - data.offsets[:-1]
+            self.lo = torch.repeat_interleave(data.offsets[:-1], lengths)
+            self.hi = torch.repeat_interleave(data.offsets[1:] - 1, lengths)
+            self.shifts = torch.arange(-k, k + 1)
+
+    @property
+    def dim(self) -> int:
+        return self.x.shape[1] * (2 * self.k + 1)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.k == 0:
+            return self.x[idx]
+        nb = idx[:, None] + self.shifts[None, :]
+        nb = torch.maximum(torch.minimum(nb, self.hi[idx, None]), self.lo[idx, None])
+        return self.x[nb].reshape(idx.shape[0], -1)
+
+
+def _make_model(in_dim: int, num_classes: int, hidden_dim: int) -> nn.Module:
+    if hidden_dim <= 0:
+        return nn.Linear(in_dim, num_classes)
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_classes)
+    )
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig) -> torch.Tensor:
+    model.eval()
+    out = []
+    for a in range(0, n, cfg.eval_batch_size):
+        idx = torch.arange(a, min(n, a + cfg.eval_batch_size))
+        out.append(model(ctx(idx).to(cfg.device)).argmax(-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def train_probe(
+    train: ProbeData, test: ProbeData, num_classes: int, cfg: ProbeConfig | None = None
+) -> ProbeResult:
+    """Train a probe on ``train`` and evaluate it on ``test``.
+
+    Both must already be standardised (see :func:`standardize`) if wanted; labels must be
+    in ``0..num_classes-1``. Deterministic for a given ``cfg.seed`` on the same machine."""
+    cfg = cfg or ProbeConfig()
+    for name, d in (("train", train), ("test", test)):
+        if len(d) == 0:
+            raise ValueError(f"probe: the {name} set is empty")
+        lo, hi = int(d.y.min()), int(d.y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"probe: {name} labels span {lo}..{hi}, outside 0..{num_classes - 1}")
+    if train.x.shape[1] != test.x.shape[1]:
+        raise ValueError(f"probe: train has {train.x.shape[1]} dims but test has {test.x.shape[1]}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tr_ctx, te_ctx = _Context(train, cfg.context), _Context(test, cfg.context)
+    model = _make_model(tr_ctx.dim, num_classes, cfg.hidden_dim).to(cfg.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    total_steps = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    y_train = train.y
+    t0 = time.time()
+    final_loss = float("nan")
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        for a in range(0, n, cfg.batch_size):
+            idx = perm[a : a + cfg.batch_size]
+            xb = tr_ctx(idx).to(cfg.device)
+            yb = y_train[idx].to(cfg.device)
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * idx.shape[0]
+            count += idx.shape[0]
+        final_loss = total / max(count, 1)
+        logging.debug(f"probe epoch {epoch + 1}/{epochs}: loss {final_loss:.4f}")
+    train_time = time.time() - t0
+    pred_test = _predict(model, te_ctx, len(test), cfg)
+    pred_train = _predict(model, tr_ctx, len(train), cfg)
+    conf = torch.bincount(
+        test.y * num_classes + pred_test, minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
+    support = conf.sum(1)
+    per_class = [
+        float(conf[c, c]) / float(support[c]) if int(support[c]) > 0 else None
+        for c in range(num_classes)
+    ]
+    cfg_dict = asdict(cfg)
+    return ProbeResult(
+        accuracy=float((pred_test == test.y).double().mean()),
+        train_accuracy=float((pred_train == train.y).double().mean()),
+        per_class_accuracy=per_class,
+        confusion=conf.numpy().astype(np.int64),
+        num_train=len(train),
+        num_test=len(test),
+        input_dim=tr_ctx.dim,
+        time_s=round(time.time() - t0, 3),
+        time_per_epoch_s=round(train_time / max(epochs, 1), 3),
+        epochs=epochs,
+        final_loss=final_loss,
+        config=cfg_dict,
+    )

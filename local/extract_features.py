@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Stage 3: 10 ms feature dumps (CPC c_t, MFCC, random-init CPC) in lhotse format.
+
+Input:  MANIFEST_DIR/librispeech_cuts_{train,test}.jsonl.gz (stage 1: cuts with the custom
+        field phone_labels); for --feat-type cpc a checkpoint (exp/<tag>/best.pt), for
+        --feat-type random a training config (+ overrides) and a seed.
+Output: OUTPUT_DIR/librispeech_cuts_{train,test}.jsonl.gz (the same cuts, phone_labels kept,
+        with cut.features attached: frame shift 0.01 s, exactly
+        compute_num_frames(duration, 0.01, 16000) frames), OUTPUT_DIR/librispeech_feats_{part}/
+        (lhotse NumpyHdf5Writer storage: exact float32), OUTPUT_DIR/info.json (feature type,
+        dim, frame shift, checkpoint + sha256 + step + config or the MFCC options, input
+        manifests' sha256, per-part statistics and real-time factor, command line).
+        With --dump-z true also OUTPUT_DIR_z/ (the encoder output z_t, same layout).
+
+Feature types:
+  cpc     c_t (GRU output, 256-d in the paper's model) of --checkpoint
+  random  c_t of the same architecture untrained (torch.manual_seed(--seed), --config)
+  mfcc    Kaldi-compatible MFCC, 13 cepstra + deltas + delta-deltas = 39 dims
+
+A re-run with the same inputs does nothing; a different checkpoint, config or input manifest
+rebuilds the dump. Load a dump with lhotse.load_manifest_lazy(...) and cut.load_features().
+
+Example:
+    python local/extract_features.py --feat-type cpc --checkpoint exp/cpc_small/best.pt \\
+        --manifest-dir data/manifests --output-dir data/cpc_cpc_small --num-jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from cpc.audio.extractor import (
+    ExtractorError,
+    batch_fn_for,
+    cpc_checkpoint_source,
+    mfcc_source,
+    random_init_source,
+    resolve_device,
+)
+from cpc.checkpoint import CheckpointError
+from cpc.config import ConfigError
+from cpc.features import STORAGE_TYPES, FeatureDumpError, dump_features
+from cpc.log import setup_logging
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the docstring's layout and shows every option's default."""
+
+
+def str2bool(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--feat-type", required=True, choices=["cpc", "mfcc", "random"], help="what to dump"
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="CPC checkpoint (required for --feat-type cpc)"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="training config YAML whose model section builds the random-init model "
+        "(--feat-type random; default: the built-in defaults = the paper's model)",
+    )
+    parser.add_argument(
+        "--override",
+        nargs="+",
+        default=[],
+        help="config overrides key=value (--feat-type random), e.g. model.channels=256",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed of the random-init model")
+    parser.add_argument(
+        "--manifest-dir", default="data/manifests", help="holds the stage-1 labelled cuts"
+    )
+    parser.add_argument("--output-dir", required=True, help="the dump directory to write")
+    parser.add_argument(
+        "--dump-z",
+        type=str2bool,
+        default=False,
+        help="cpc/random: also dump the encoder output z_t into OUTPUT_DIR_z/",
+    )
+    parser.add_argument(
+        "--num-jobs", type=int, default=2, help="CPU threads used by the computation"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1"
+    )
+    parser.add_argument(
+        "--max-batch-duration",
+        type=float,
+        default=-1.0,
+        help="seconds of padded audio per batch of whole utterances; 0: one utterance at a "
+        "time; -1: auto (0 on CPU, where batching is slower, 120 on GPU)",
+    )
+    parser.add_argument(
+        "--storage-type",
+        default="numpy_hdf5",
+        choices=list(STORAGE_TYPES),
+        help="lhotse storage (both exact): one HDF5 file per part, or one .npy per cut",
+    )
+    parser.add_argument(
+        "--parts", nargs="+", default=["train", "test"], help="manifest parts to dump"
+    )
+    parser.add_argument(
+        "--prefix", default="librispeech", help="manifest name prefix (<prefix>_cuts_<part>)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    torch.set_num_threads(max(1, args.num_jobs))
+    device = resolve_device(args.device)
+    max_dur = args.max_batch_duration
+    if max_dur < 0:
+        max_dur = 0.0 if device == "cpu" else 120.0
+    try:
+        outputs = ["c", "z"] if args.dump_z and args.feat_type != "mfcc" else ["c"]
+        if args.dump_z and args.feat_type == "mfcc":
+            logging.warning("--dump-z applies to cpc and random features only; ignored for mfcc")
+        for out in outputs:
+            if args.feat_type == "cpc":
+                if not args.checkpoint:
+                    raise FeatureDumpError(
+                        "--feat-type cpc needs --checkpoint (e.g. exp/<tag>/best.pt)"
+                    )
+                extractor, source = cpc_checkpoint_source(args.checkpoint, out, device)
+                feat_type = "cpc" if out == "c" else "cpc_z"
+            elif args.feat_type == "random":
+                extractor, source = random_init_source(
+                    args.config, args.override, args.seed, out, device
+                )
+                feat_type = "random" if out == "c" else "random_z"
+            else:
+                extractor, source = mfcc_source()
+                feat_type = "mfcc"
+            output_dir = args.output_dir if out == "c" else args.output_dir.rstrip("/") + "_z"
+            info = dump_features(
+                args.manifest_dir,
+                output_dir,
+                batch_fn_for(extractor),
+                feature_type=feat_type,
+                dim=extractor.feature_dim(16000),
+                source=source,
+                parts=args.parts,
+                prefix=args.prefix,
+                storage_type=args.storage_type,
+                max_duration=max_dur,
+                details={"device": device, "num_threads": torch.get_num_threads()},
+            )
+            logging.info(
+                f"{output_dir}: {feat_type}, {info['dim']} dims, parts {list(info['parts'])}"
+            )
+    except (
+        FeatureDumpError,
+        ExtractorError,
+        CheckpointError,
+        ConfigError,
+        FileNotFoundError,
+        PermissionError,
+    ) as e:
+        logging.error(str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

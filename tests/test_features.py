@@ -1,0 +1,236 @@
+"""Feature dumps (cpc.features, local/extract_features.py): exact storage, frame counts,
+labels kept, atomic resume / rebuild."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lhotse import load_manifest
+from lhotse.utils import compute_num_frames
+
+from cpc.audio.extractor import CPCExtractor, MfccDeltas, batch_fn_for, mfcc_source
+from cpc.audio.labels import attach_phone_labels
+from cpc.audio.librispeech import prepare_librispeech_manifests
+from cpc.features import (
+    FeatureDumpError,
+    collect_frames,
+    cuts_path,
+    dump_features,
+    duration_batches,
+    load_dump,
+    read_info,
+    storage_dir,
+)
+from tests.factories import make_tiny_corpus
+
+TINY_MODEL = {"channels": 16, "context_dim": 8, "prediction_steps": 2, "num_negatives": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread (OpenMP threads spin badly on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_labelled_manifests(root: Path, speakers: int = 2, chapters: int = 2, utts: int = 3):
+    """Stage 0-1 outputs for a tiny corpus: ``root/manifests`` (labelled cuts), ``root/lang``."""
+    corpus = make_tiny_corpus(root / "corpus", speakers=speakers, chapters=chapters, utts=utts)
+    prepare_librispeech_manifests(corpus.corpus_dir, root / "manifests", num_jobs=1)
+    attach_phone_labels(root / "manifests", corpus.labels_dir, root / "lang")
+    return root / "manifests", root / "lang", corpus
+
+
+def tiny_cpc_extractor(seed: int = 0) -> CPCExtractor:
+    from cpc.audio.model import build_cpc_model
+
+    torch.manual_seed(seed)
+    return CPCExtractor.from_model(build_cpc_model(TINY_MODEL))
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    m, _, _ = make_labelled_manifests(tmp_path_factory.mktemp("corpus"))
+    return m
+
+
+def _dump(manifest_dir: Path, out: Path, extractor, ftype: str, **kw) -> dict:
+    return dump_features(
+        manifest_dir,
+        out,
+        batch_fn_for(extractor),
+        feature_type=ftype,
+        dim=extractor.feature_dim(16000),
+        source=kw.pop("source", {"kind": ftype}),
+        **kw,
+    )
+
+
+def test_mfcc_dump_exact_frames_and_labels_kept(manifests: Path, tmp_path: Path) -> None:
+    ext, source = mfcc_source()
+    info = _dump(manifests, tmp_path / "mfcc", ext, "mfcc", source=source)
+    assert info["dim"] == 39 and info["frame_shift"] == 0.01
+    assert set(info["parts"]) == {"train", "test"}
+    assert info["source"]["config"]["num_ceps"] == 13
+    for part in ("train", "test"):
+        src = load_manifest(manifests / f"librispeech_cuts_{part}.jsonl.gz")
+        cuts = load_manifest(cuts_path(tmp_path / "mfcc", part))
+        assert sorted(cuts.ids) == sorted(src.ids)
+        for cut in cuts:
+            n = compute_num_frames(cut.duration, 0.01, 16000)
+            assert cut.features.num_frames == n and cut.num_frames == n
+            assert cut.features.type == "mfcc" and cut.features.storage_type == "numpy_hdf5"
+            x = cut.load_features()
+            assert x.shape == (n, 39) and x.dtype == np.float32
+            # exact storage: what is stored is what the extractor computes
+            np.testing.assert_array_equal(x, MfccDeltas().extract(cut.load_audio(), 16000))
+            assert cut.load_phone_labels().shape == (n,)
+        assert info["parts"][part]["num_cuts"] == len(src)
+
+
+def test_cpc_dump_equals_extractor_and_batching(manifests: Path, tmp_path: Path) -> None:
+    ext = tiny_cpc_extractor()
+    _dump(manifests, tmp_path / "one", ext, "random", max_duration=0)
+    _dump(manifests, tmp_path / "batched", ext, "random", max_duration=30.0)
+    one = load_manifest(cuts_path(tmp_path / "one", "test"))
+    batched = {c.id: c for c in load_manifest(cuts_path(tmp_path / "batched", "test"))}
+    for cut in one:
+        x = cut.load_features()
+        assert x.shape == (compute_num_frames(cut.duration, 0.01, 16000), 8)
+        np.testing.assert_array_equal(x, ext.extract(cut.load_audio(), 16000))
+        # batching pads whole utterances; all frames but the final one (whose receptive field
+        # reaches into the padding) match the utterance computed alone
+        xb = batched[cut.id].load_features()
+        np.testing.assert_allclose(xb[:-1], x[:-1], atol=1e-5)
+
+
+def test_dump_resume_partial_and_rebuild(manifests: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mfcc"
+    ext, source = mfcc_source()
+    _dump(manifests, out, ext, "mfcc", source=source)
+    h5 = {p: (storage_dir(out, p) / "feats.h5").stat().st_mtime_ns for p in ("train", "test")}
+    info_before = (out / "info.json").read_text()
+    # complete: nothing is touched
+    _dump(manifests, out, ext, "mfcc", source=source)
+    assert (out / "info.json").read_text() == info_before
+    # one part missing (e.g. killed before its manifest was written, leaving temporaries):
+    # only that part is redone, the temporaries are removed
+    cuts_path(out, "test").unlink()
+    (out / ".librispeech_feats_test.tmp.999").mkdir()
+    (out / ".librispeech_cuts_test.jsonl.gz.tmp.999.jsonl.gz").write_text("x")
+    _dump(manifests, out, ext, "mfcc", source=source)
+    assert (storage_dir(out, "train") / "feats.h5").stat().st_mtime_ns == h5["train"]
+    assert cuts_path(out, "test").is_file()
+    assert not [p for p in out.iterdir() if ".tmp." in p.name]
+    # a run for one part keeps the record of the other
+    cuts_path(out, "test").unlink()
+    _dump(manifests, out, ext, "mfcc", source=source, parts=["test"])
+    assert set(read_info(out)["parts"]) == {"train", "test"} and cuts_path(out, "train").is_file()
+    # a different source (another checkpoint/config): everything rebuilt
+    _dump(manifests, out, ext, "mfcc", source={**source, "checkpoint_sha256": "x"})
+    assert (storage_dir(out, "train") / "feats.h5").stat().st_mtime_ns != h5["train"]
+    assert read_info(out)["source"]["checkpoint_sha256"] == "x"
+    assert not [p for p in out.iterdir() if ".tmp." in p.name]
+
+
+def test_wrong_frame_count_is_an_error_and_leaves_nothing(manifests: Path, tmp_path: Path):
+    def bad(cuts):
+        return [
+            np.zeros((compute_num_frames(c.duration, 0.01, 16000) - 1, 4), np.float32) for c in cuts
+        ]
+
+    out = tmp_path / "bad"
+    with pytest.raises(FeatureDumpError, match=r"utterance \d+-\d+-\d+: features of shape"):
+        dump_features(manifests, out, bad, "bad", 4, {"kind": "bad"})
+    assert not cuts_path(out, "train").exists() and not storage_dir(out, "train").exists()
+    assert not [p for p in out.iterdir() if ".tmp." in p.name]
+
+
+def test_numpy_files_storage_and_lossy_refused(manifests: Path, tmp_path: Path) -> None:
+    ext = tiny_cpc_extractor()
+    _dump(
+        manifests,
+        tmp_path / "npy",
+        ext,
+        "random",
+        storage_type="numpy_files",
+        parts=["test"],
+        max_duration=0,
+    )
+    cut = next(iter(load_dump(tmp_path / "npy", "test")))
+    assert cut.features.storage_type == "numpy_files"
+    np.testing.assert_array_equal(cut.load_features(), ext.extract(cut.load_audio(), 16000))
+    with pytest.raises(FeatureDumpError, match="lilcom"):
+        _dump(manifests, tmp_path / "l", ext, "random", storage_type="lilcom_chunky")
+
+
+def test_missing_manifest_names_the_stage(tmp_path: Path) -> None:
+    ext, source = mfcc_source()
+    with pytest.raises(FileNotFoundError, match="stage 1"):
+        _dump(tmp_path / "nothing", tmp_path / "out", ext, "mfcc", source=source)
+
+
+def test_duration_batches() -> None:
+    class C:
+        def __init__(self, i: int, d: float) -> None:
+            self.id, self.duration = f"u{i}", d
+
+    cuts = [C(i, d) for i, d in enumerate([1.0, 5.0, 2.5, 2.4, 9.0, 0.5, 3.0])]
+    batches = list(duration_batches(cuts, max_duration=8.0))
+    flat = [c.id for b in batches for c in b]
+    assert sorted(flat) == sorted(c.id for c in cuts) and len(flat) == len(cuts)
+    durs = [c.duration for b in batches for c in b]
+    assert durs == sorted(durs, reverse=True)
+    for b in batches:
+        assert len(b) == 1 or len(b) * b[0].duration <= 8.0
+    assert [len(b) for b in duration_batches(cuts, max_duration=0)] == [1] * len(cuts)
+
+
+def test_collect_frames_offsets_and_label_mismatch(manifests: Path, tmp_path: Path) -> None:
+    ext, source = mfcc_source()
+    _dump(manifests, tmp_path / "m", ext, "mfcc", source=source, parts=["test"])
+    cuts = list(load_dump(tmp_path / "m", "test"))
+    x, y, off, ids = collect_frames(cuts, lambda c, n: c.load_phone_labels())
+    assert x.shape == (off[-1], 39) and y.shape == (off[-1],) and ids == [c.id for c in cuts]
+    np.testing.assert_array_equal(x[off[1] : off[2]], cuts[1].load_features())
+    with pytest.raises(FeatureDumpError, match=f"utterance {cuts[0].id}: .* label frames"):
+        collect_frames(cuts, lambda c, n: np.zeros(n + 2, np.int64))
+
+
+def test_extract_features_cli(manifests: Path, tmp_path: Path) -> None:
+    from local.extract_features import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model:\n" + "".join(f"  {k}: {v}\n" for k, v in TINY_MODEL.items()))
+    out = tmp_path / "random"
+
+    def argv(seed: int) -> list[str]:
+        return [
+            *("--feat-type", "random", "--config", str(cfg), "--seed", str(seed)),
+            *("--manifest-dir", str(manifests), "--output-dir", str(out), "--dump-z", "true"),
+            *("--override", "model.context_dim=4"),
+        ]
+
+    assert main(argv(3)) == 0
+    info = json.loads((out / "info.json").read_text())
+    assert info["dim"] == 4 and info["feature_type"] == "random"
+    assert info["source"]["seed"] == 3 and info["source"]["config"]["model"]["context_dim"] == 4
+    assert json.loads((tmp_path / "random_z" / "info.json").read_text())["dim"] == 16
+    x3 = next(iter(load_dump(out, "test"))).load_features()
+    # same seed and config -> the same random model -> the dump is reused as is
+    before = (out / "info.json").read_text()
+    assert main(argv(3)) == 0
+    assert (out / "info.json").read_text() == before
+    # another seed is another model: rebuilt, with other values
+    assert main(argv(4)) == 0
+    assert read_info(out)["source"]["seed"] == 4
+    assert not np.allclose(next(iter(load_dump(out, "test"))).load_features(), x3)
+    # a missing checkpoint is one clear error, exit 1
+    bad = ["--feat-type", "cpc", "--checkpoint", str(tmp_path / "no.pt")]
+    assert main(bad + ["--manifest-dir", str(manifests), "--output-dir", str(tmp_path / "c")]) == 1

@@ -1,0 +1,202 @@
+"""Probes (cpc.probes) on synthetic data, and the probe CLI (local/probe.py) on a tiny dump."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cpc.probes import (
+    ProbeConfig,
+    ProbeData,
+    holdout_group_split,
+    majority_chance,
+    pool_windows,
+    standardize,
+    train_probe,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread (OpenMP threads spin badly on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def blobs(n: int, num_classes: int, dim: int, sep: float, seed: int):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((num_classes, dim)) * sep
+    y = rng.integers(0, num_classes, n)
+    x = centres[y] + rng.standard_normal((n, dim))
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("hidden", [0, 32])
+def test_separable_data_is_learned(hidden: int) -> None:
+    x, y = blobs(3000, 5, 8, sep=6.0, seed=0)
+    tr, te = ProbeData.from_numpy(x[:2000], y[:2000]), ProbeData.from_numpy(x[2000:], y[2000:])
+    standardize(tr.x, te.x)
+    r = train_probe(
+        tr, te, 5, ProbeConfig(hidden_dim=hidden, epochs=5, batch_size=128, lr=2e-2, seed=1)
+    )
+    assert r.accuracy > 0.99 and r.train_accuracy > 0.99
+    assert r.confusion.sum() == 1000 and r.confusion.shape == (5, 5)
+    assert np.trace(r.confusion) == round(r.accuracy * 1000)
+    assert all(a is not None and a > 0.95 for a in r.per_class_accuracy)
+
+
+def test_shuffled_labels_give_chance() -> None:
+    x, y = blobs(4000, 4, 8, sep=6.0, seed=0)
+    y = np.random.default_rng(5).permutation(y)
+    tr, te = ProbeData.from_numpy(x[:3000], y[:3000]), ProbeData.from_numpy(x[3000:], y[3000:])
+    standardize(tr.x, te.x)
+    r = train_probe(tr, te, 4, ProbeConfig(epochs=3, batch_size=256, lr=2e-2))
+    assert abs(r.accuracy - 0.25) < 0.06
+
+
+def test_xor_needs_the_hidden_layer() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4000, 2)).astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int64)
+    tr, te = ProbeData.from_numpy(x[:3000], y[:3000]), ProbeData.from_numpy(x[3000:], y[3000:])
+    lin = train_probe(tr, te, 2, ProbeConfig(epochs=10, batch_size=128, lr=1e-2))
+    mlp = train_probe(tr, te, 2, ProbeConfig(hidden_dim=64, epochs=10, batch_size=128, lr=1e-2))
+    assert lin.accuracy < 0.7 and mlp.accuracy > 0.9
+
+
+def test_context_reads_the_neighbours_within_a_sequence() -> None:
+    # the label of a frame is the sign of the NEXT frame's value: invisible without context
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 30, 300)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    x = rng.standard_normal((offsets[-1], 1)).astype(np.float32)
+    nxt = np.arange(offsets[-1]) + 1
+    ends = offsets[1:] - 1
+    nxt[ends] = ends  # the last frame of a sequence sees itself (edge repeated)
+    y = (x[nxt, 0] > 0).astype(np.int64)
+    cut = offsets[200]
+    tr = ProbeData.from_numpy(x[:cut], y[:cut], offsets[:201])
+    te = ProbeData.from_numpy(x[cut:], y[cut:], offsets[200:] - cut)
+    plain = train_probe(tr, te, 2, ProbeConfig(epochs=5, batch_size=256, lr=2e-2))
+    ctx = train_probe(tr, te, 2, ProbeConfig(epochs=5, batch_size=256, lr=2e-2, context=1))
+    assert plain.accuracy < 0.65 and ctx.accuracy > 0.95 and ctx.input_dim == 3
+
+
+def test_seeded_and_deterministic() -> None:
+    x, y = blobs(2000, 3, 4, sep=1.0, seed=2)
+    tr, te = ProbeData.from_numpy(x[:1500], y[:1500]), ProbeData.from_numpy(x[1500:], y[1500:])
+    a = train_probe(tr, te, 3, ProbeConfig(epochs=2, seed=7, batch_size=64))
+    b = train_probe(tr, te, 3, ProbeConfig(epochs=2, seed=7, batch_size=64))
+    assert a.accuracy == b.accuracy and np.array_equal(a.confusion, b.confusion)
+
+
+def test_standardize_uses_train_statistics_only() -> None:
+    train = torch.tensor([[1.0, 10.0], [3.0, 10.0]])
+    test = torch.tensor([[5.0, 12.0]])
+    standardize(train, test)
+    # train mean (2, 10), std (sqrt 2, 0 -> 1): the test row is mapped with those
+    np.testing.assert_allclose(test.numpy(), [[3 / np.sqrt(2), 2.0]], rtol=1e-6)
+    np.testing.assert_allclose(train.mean(0).numpy(), [0.0, 0.0], atol=1e-6)
+
+
+def test_absent_class_and_bad_labels() -> None:
+    x, y = blobs(600, 3, 4, sep=5.0, seed=0)
+    te_mask = y[400:] != 2
+    tr = ProbeData.from_numpy(x[:400], y[:400])
+    te = ProbeData.from_numpy(x[400:][te_mask], y[400:][te_mask])
+    r = train_probe(tr, te, 3, ProbeConfig(epochs=2, lr=2e-2))
+    assert (
+        r.per_class_accuracy[2] is None
+        and r.to_dict(["a", "b", "c"])["per_class_accuracy"]["c"] is None
+    )
+    with pytest.raises(ValueError, match="outside 0..1"):
+        train_probe(tr, te, 2, ProbeConfig(epochs=1))
+    assert majority_chance(np.array([0, 1, 1, 2]), np.array([1, 1, 0, 2])) == 0.5
+
+
+def test_pool_windows() -> None:
+    x = np.arange(10 * 300, dtype=np.float32).reshape(300, 10)
+    offsets = np.array([0, 260, 290, 300])  # 2 full windows (+tail), 1 short, 1 short
+    pooled, seq = pool_windows(x, offsets, 128)
+    assert seq.tolist() == [0, 0, 1, 2]
+    np.testing.assert_allclose(pooled[0], x[0:128].mean(0))
+    np.testing.assert_allclose(pooled[1], x[128:256].mean(0))
+    np.testing.assert_allclose(pooled[2], x[260:290].mean(0))
+    np.testing.assert_allclose(pooled[3], x[290:300].mean(0))
+
+
+def test_holdout_group_split() -> None:
+    spk = ["a"] * 6 + ["b"] * 4 + ["c"] * 2
+    chap = ["1", "1", "2", "2", "3", "3", "4", "4", "5", "5", "6", "6"]
+    is_test, single = holdout_group_split(spk, chap, seed=0)
+    assert single == ["c"]
+    for s in ("a", "b"):
+        test_chaps = {c for c, k, t in zip(chap, spk, is_test) if k == s and t}
+        train_chaps = {c for c, k, t in zip(chap, spk, is_test) if k == s and not t}
+        assert len(test_chaps) == 1 and train_chaps and not (test_chaps & train_chaps)
+    assert not is_test[10:].any()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny MFCC dump with labels: (feature_dir, lang_dir)."""
+    from cpc.audio.extractor import batch_fn_for, mfcc_source
+    from cpc.features import dump_features
+    from tests.test_features import make_labelled_manifests
+
+    root = tmp_path_factory.mktemp("probe")
+    manifests, lang, _ = make_labelled_manifests(root, speakers=3, chapters=2, utts=3)
+    ext, source = mfcc_source()
+    dump_features(manifests, root / "mfcc", batch_fn_for(ext), "mfcc", 39, source)
+    return root / "mfcc", lang
+
+
+def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
+    from local.probe import main
+
+    feats, lang = dump
+    out = tmp_path / "phone"
+    argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang)]
+    argv += ["--output-dir", str(out), "--linear-epochs", "2", "--mlp-epochs", "2"]
+    argv += ["--mlp-hidden", "16", "--min-steps", "0", "--num-threads", "1", "--seed", "1"]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["feature_type"] == "mfcc" and res["num_classes"] == 41
+    for k in ("linear", "mlp", "linear_context"):
+        assert 0.0 <= res[k]["accuracy"] <= 1.0
+        assert len(res[k]["per_class_accuracy"]) == 41 and "SIL" in res[k]["per_class_accuracy"]
+    assert res["linear_context"]["input_dim"] == 39 * 5
+    assert res["num_test_frames"] == sum(map(sum, res["linear"]["confusion"]))
+    assert (out / "confusion_linear.png").stat().st_size > 1000
+    # resume: same inputs -> untouched; other options -> redone
+    before = (out / "results.json").read_text()
+    assert main(argv) == 0
+    assert (out / "results.json").read_text() == before
+    assert main(argv[:-1] + ["2"]) == 0
+    assert json.loads((out / "results.json").read_text())["linear"]["config"]["seed"] == 2
+
+
+def test_speaker_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
+    from local.probe import main
+
+    feats, _ = dump
+    base = ["speaker", "--feature-dir", str(feats), "--epochs", "5", "--min-steps", "0"]
+    base += ["--num-threads", "1"]
+    for protocol, holdout in (("pooled", "false"), ("frame", "true")):
+        out = tmp_path / f"{protocol}_{holdout}"
+        argv = base + ["--output-dir", str(out), "--protocol", protocol]
+        assert main(argv + ["--holdout-chapters", holdout]) == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["num_speakers"] == 3 and 0.0 <= res["linear"]["accuracy"] <= 1.0
+        assert res["protocol"] == protocol and res["holdout_chapters"] == (holdout == "true")
+        assert res["chance"]["uniform"] == pytest.approx(1 / 3)
+    assert main(base + ["--output-dir", str(tmp_path / "x"), "--feature-dir", "nope"]) == 1
