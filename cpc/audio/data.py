@@ -1,0 +1,327 @@
+"""Training windows for CPC on speech: fixed-length waveform windows from lhotse cuts.
+
+Input: the stage-1 train cuts (``data/manifests/librispeech_cuts_train.jsonl.gz``), a lhotse
+CutSet whose cuts carry a speaker in ``supervisions[0].speaker``.
+
+Windows. Every epoch, a cut of ``L`` samples gives ``L // window`` non-overlapping windows at a
+random shift in ``[0, L mod window]``, so an epoch covers nearly all the audio and the window
+boundaries move between epochs. Cuts shorter than one window are skipped (logged with their
+count and duration): zero-padding them would hand the contrastive task frames of pure
+silence that are trivially predictable, and LibriSpeech utterances are a few seconds or more,
+far above the 1.28 s window.
+
+Batches. A *global batch* of one optimizer step has ``batch_size * world_size * grad_accum``
+windows and is made of chunks of ``windows_per_speaker`` windows from one speaker (1 = plain
+random windows). Chunks are shuffled, so a global batch has about ``batch_size /
+windows_per_speaker`` speakers per micro-batch: what the same-speaker negative strategies
+need. The global batch is cut into ``world_size * grad_accum`` consecutive micro-batches of
+``batch_size`` (whole chunks each); rank ``r`` gets micro-batches ``r * grad_accum`` to
+``(r + 1) * grad_accum - 1``. The ranks' parts are disjoint and their union is the global
+batch a single process with the same global batch would see. The plan of epoch ``e`` depends
+only on ``(seed, e)`` and the global batch size; the data position ``{"epoch", "batch"}``
+(the next global batch) is all a resumed run needs.
+
+Audio is read with soundfile straight from the file (seeking to the window) when the cut is
+a plain single-file, single-channel recording at the model's sampling rate, else through
+``cut.truncate(...).load_audio()``. Batches: ``{"wave": (n, window) float32, "group": (n,)
+int64 speaker index}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from lhotse import CutSet
+from lhotse.utils import compute_num_samples
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cpc.audio.config import AudioDataConfig
+from cpc.io import Pathlike
+
+TRAIN_CUTS = "librispeech_cuts_train.jsonl.gz"
+_SF_SUFFIXES = {".flac", ".wav", ".ogg"}
+
+
+class AudioDataError(ValueError):
+    """The cuts cannot provide the requested training windows."""
+
+
+def train_cuts_path(manifest_dir: Pathlike) -> Path:
+    """``<manifest_dir>/librispeech_cuts_train.jsonl.gz``."""
+    return Path(manifest_dir) / TRAIN_CUTS
+
+
+def load_train_cuts(manifest_dir: Pathlike) -> CutSet:
+    """Load the stage-1 train cuts; FileNotFoundError (saying how to make them) if missing."""
+    path = train_cuts_path(manifest_dir)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run stages 0-1 first (./run.sh --stage 0 --stop-stage 1)"
+        )
+    return CutSet.from_file(path)
+
+
+@dataclass
+class _CutTable:
+    """What the loader needs of every usable cut, in plain arrays (cheap to send to workers)."""
+
+    ids: list[str]
+    paths: list[str | None]  # soundfile fast path, else None
+    cuts: list[Any]  # the cut for the lhotse path, else None
+    file_offsets: np.ndarray  # int64: first sample of the cut in its file
+    lengths: np.ndarray  # int64: samples
+    groups: np.ndarray  # int64: speaker index
+
+
+def _fast_path(cut: Any, sample_rate: int) -> str | None:
+    if not cut.has_recording:
+        return None
+    rec = cut.recording
+    if rec.sampling_rate != sample_rate or rec.num_channels != 1 or rec.transforms:
+        return None
+    if len(rec.sources) != 1 or rec.sources[0].type != "file":
+        return None
+    src = str(rec.sources[0].source)
+    return src if Path(src).suffix.lower() in _SF_SUFFIXES else None
+
+
+def _speaker(cut: Any) -> str | None:
+    for s in cut.supervisions:
+        if s.speaker:
+            return str(s.speaker)
+    return None
+
+
+class WindowDataset(Dataset):
+    """Reads the windows of one batch: item ``(epoch, index, specs (n, 2), next_position)``
+    with ``specs[j] = (cut index, start sample within the cut)`` -> ``(batch, next_position)``.
+    """
+
+    def __init__(self, table: _CutTable, window: int, sample_rate: int) -> None:
+        self.table = table
+        self.window = window
+        self.sample_rate = sample_rate
+
+    def read(self, ci: int, start: int) -> np.ndarray:
+        """``window`` samples of cut ``ci`` from ``start`` (float32)."""
+        t, w = self.table, self.window
+        path = t.paths[ci]
+        if path is not None:
+            try:
+                x, _ = sf.read(
+                    path,
+                    start=int(t.file_offsets[ci]) + start,
+                    frames=w,
+                    dtype="float32",
+                    always_2d=True,
+                )
+            except Exception as e:
+                raise AudioDataError(f"cut {t.ids[ci]}: cannot read {path}: {e}") from e
+            x = x[:, 0]
+        else:
+            cut = t.cuts[ci]
+            sr = self.sample_rate
+            x = cut.truncate(offset=start / sr, duration=w / sr, preserve_id=True).load_audio()
+            x = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])[0]
+        if len(x) < w:
+            if w - len(x) > 160:
+                raise AudioDataError(
+                    f"cut {t.ids[ci]}: the manifest says {t.lengths[ci]} samples but only "
+                    f"{start + len(x)} could be read ({path or 'lhotse'}); the audio file is "
+                    "shorter than its manifest: re-run stage 0"
+                )
+            x = np.pad(x, (0, w - len(x)))
+        return x[:w]
+
+    def __getitem__(self, item: tuple) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        _, _, specs, next_pos = item
+        waves = np.stack([self.read(int(ci), int(st)) for ci, st in specs])
+        groups = self.table.groups[specs[:, 0]]
+        batch = {"wave": torch.from_numpy(waves), "group": torch.from_numpy(groups.copy())}
+        return batch, dict(next_pos)
+
+
+class _PlanSampler(Sampler):
+    """Yields this rank's part of every global batch, forever, from a data position."""
+
+    def __init__(
+        self, data: AudioWindowData, start: dict[str, int], rank: int, world: int, accum: int
+    ) -> None:
+        self.data, self.start = data, start
+        self.rank, self.world, self.accum = rank, world, accum
+
+    def __iter__(self) -> Iterator[tuple]:
+        per_rank = self.data.cfg.batch_size * self.accum
+        global_batch = per_rank * self.world
+        epoch, index = int(self.start.get("epoch", 0)), int(self.start.get("batch", 0))
+        while True:
+            plan = self.data.epoch_plan(epoch, global_batch)
+            for i in range(index, len(plan)):
+                nxt = (
+                    {"epoch": epoch, "batch": i + 1}
+                    if i + 1 < len(plan)
+                    else {"epoch": epoch + 1, "batch": 0}
+                )
+                local = plan[i, self.rank * per_rank : (self.rank + 1) * per_rank]
+                yield (epoch, i, local, nxt)
+            epoch, index = epoch + 1, 0
+
+
+class AudioWindowData:
+    """The speech :class:`cpc.trainer.TrainData`: deterministic, sharded, resumable windows.
+
+    Args:
+        cuts: lhotse CutSet (stage-1 train cuts).
+        cfg: ``data`` section (window, batch_size per micro-batch, windows_per_speaker,
+            num_workers, prefetch_factor).
+        seed: fixes window shifts and batch composition of every epoch.
+        sample_rate: the model's rate; cuts at another rate are resampled on load.
+        pin_memory: pin batches (when training on GPU).
+    """
+
+    def __init__(
+        self,
+        cuts: CutSet,
+        cfg: AudioDataConfig,
+        seed: int,
+        sample_rate: int = 16000,
+        pin_memory: bool = False,
+    ) -> None:
+        self.cfg, self.seed, self.sample_rate, self.pin_memory = cfg, seed, sample_rate, pin_memory
+        w = cfg.window
+        ids, paths, keep, offsets, lengths, speakers = [], [], [], [], [], []
+        skipped, skipped_s, no_spk = 0, 0.0, 0
+        for cut in cuts:
+            if cut.sampling_rate != sample_rate:
+                cut = cut.resample(sample_rate)
+            n = cut.num_samples
+            if n is None or n < w:
+                skipped += 1
+                skipped_s += cut.duration
+                continue
+            spk = _speaker(cut)
+            if spk is None:
+                no_spk += 1
+                spk = cut.recording_id
+            path = _fast_path(cut, sample_rate)
+            ids.append(cut.id)
+            paths.append(path)
+            keep.append(None if path is not None else cut)
+            offsets.append(compute_num_samples(cut.start, sample_rate) if path else 0)
+            lengths.append(n)
+            speakers.append(spk)
+        if skipped:
+            logging.info(
+                f"skipped {skipped} cut(s) shorter than the {w}-sample window "
+                f"({skipped_s / 60:.1f} min in total)"
+            )
+        if no_spk:
+            logging.warning(
+                f"{no_spk} cut(s) have no speaker in their supervisions; each is its own group"
+            )
+        if not ids:
+            raise AudioDataError(
+                f"no cut is at least {w} samples ({w / sample_rate:.2f} s) long; use a shorter "
+                "data.window or a corpus with longer utterances"
+            )
+        self.speakers = sorted(set(speakers))
+        index = {s: i for i, s in enumerate(self.speakers)}
+        self.table = _CutTable(
+            ids=ids,
+            paths=paths,
+            cuts=keep,
+            file_offsets=np.asarray(offsets, dtype=np.int64),
+            lengths=np.asarray(lengths, dtype=np.int64),
+            groups=np.asarray([index[s] for s in speakers], dtype=np.int64),
+        )
+        self.dataset = WindowDataset(self.table, w, sample_rate)
+        logging.info(
+            f"training data: {len(ids)} cuts, {len(self.speakers)} speakers, "
+            f"{self.num_windows} windows of {w} samples per epoch "
+            f"({self.table.lengths.sum() / sample_rate / 3600:.2f} h)"
+        )
+
+    @property
+    def num_windows(self) -> int:
+        """Windows per epoch (before dropping incomplete speaker chunks and batches)."""
+        return int((self.table.lengths // self.cfg.window).sum())
+
+    def epoch_plan(self, epoch: int, global_batch: int) -> np.ndarray:
+        """``(num_batches, global_batch, 2)`` int64: (cut index, start sample) of every window
+        of every global batch of ``epoch``. Depends only on (seed, epoch, global_batch)."""
+        t, w, m = self.table, self.cfg.window, self.cfg.windows_per_speaker
+        if global_batch % m != 0:
+            raise AudioDataError(
+                f"global batch {global_batch} is not a multiple of windows_per_speaker {m}"
+            )
+        rng = np.random.default_rng([self.seed, epoch])
+        per_cut = t.lengths // w
+        shift = (rng.random(len(per_cut)) * (t.lengths - per_cut * w + 1)).astype(np.int64)
+        cut_idx = np.repeat(np.arange(len(per_cut)), per_cut)
+        first = np.repeat(np.cumsum(per_cut) - per_cut, per_cut)
+        starts = shift[cut_idx] + (np.arange(len(cut_idx)) - first) * w
+        # Random order within each speaker, then whole chunks of m windows per speaker.
+        perm = rng.permutation(len(cut_idx))
+        perm = perm[np.argsort(t.groups[cut_idx[perm]], kind="stable")]
+        g = t.groups[cut_idx[perm]]
+        bounds = np.flatnonzero(np.diff(g)) + 1
+        group_start = np.repeat(
+            np.concatenate([[0], bounds]), np.diff(np.concatenate([[0], bounds, [len(g)]]))
+        )
+        rank_in_group = np.arange(len(g)) - group_start
+        group_size = np.bincount(g, minlength=len(self.speakers))[g]
+        usable = rank_in_group < (group_size // m) * m
+        chunks = perm[usable].reshape(-1, m)
+        chunks = chunks[rng.permutation(len(chunks))]
+        flat = chunks.reshape(-1)
+        nb = len(flat) // global_batch
+        if nb == 0:
+            raise AudioDataError(
+                f"an epoch has {len(flat)} usable windows, fewer than one global batch of "
+                f"{global_batch} (batch_size x processes x grad_accum); use fewer processes, a "
+                "smaller data.batch_size or more data"
+            )
+        flat = flat[: nb * global_batch]
+        plan = np.stack([cut_idx[flat], starts[flat]], axis=-1)
+        return plan.reshape(nb, global_batch, 2)
+
+    def batches_per_epoch(self, world_size: int = 1, grad_accum: int = 1) -> int:
+        """Optimizer steps per epoch for a given number of processes and accumulation."""
+        return len(self.epoch_plan(0, self.cfg.batch_size * world_size * grad_accum))
+
+    def batches(
+        self,
+        position: dict[str, int] | None,
+        rank: int,
+        world_size: int,
+        grad_accum: int,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, int]]]:
+        """Yield ``(this rank's batch, next position)`` forever from ``position``.
+
+        The batch holds ``grad_accum * batch_size`` windows (``grad_accum`` micro-batches).
+        """
+        sampler = _PlanSampler(
+            self, position or {"epoch": 0, "batch": 0}, rank, world_size, grad_accum
+        )
+        nw = self.cfg.num_workers
+        loader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=nw,
+            prefetch_factor=self.cfg.prefetch_factor if nw > 0 else None,
+            pin_memory=self.pin_memory,
+        )
+        it = iter(loader)
+        try:
+            while True:
+                yield next(it)
+        finally:
+            del it
