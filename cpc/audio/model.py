@@ -90,10 +90,27 @@ class Encoder(nn.Module):
         self.hop = math.prod(strides)
         self.channels = channels
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths`` (B,) valid samples: each layer's output past its valid length
+        (``length // stride``) is zeroed, so a padded row of a batch gives exactly the frames
+        it gives alone (the next layer's kernel sees zeros there, as it sees its padding)."""
         if wave.shape[-1] < self.hop:  # no complete frame: the convolutions cannot run
             return wave.new_zeros(wave.shape[0], self.channels, 0)
-        return self.layers(wave.unsqueeze(1))
+        if lengths is None:
+            return self.layers(wave.unsqueeze(1))
+        x = wave.unsqueeze(1)
+        valid = lengths.to(wave.device)
+        for block in self.blocks():
+            x = block(x)
+            valid = torch.div(valid, block[1].stride[0], rounding_mode="floor")
+            t = torch.arange(x.shape[-1], device=x.device)
+            x = x * (t.view(1, 1, -1) < valid.view(-1, 1, 1)).to(x.dtype)
+        return x
+
+    def blocks(self) -> list[nn.Sequential]:
+        """The layers grouped per convolution: (pad, conv, norm, relu)."""
+        mods = list(self.layers)
+        return [nn.Sequential(*mods[i : i + 4]) for i in range(0, len(mods), 4)]
 
 
 class CPCAudio(nn.Module):
@@ -156,7 +173,7 @@ class CPCAudio(nn.Module):
         """``(B, S)`` waveform -> ``z`` of shape ``(B, S // hop, channels)``."""
         if wave.dim() != 2:
             raise ValueError(f"wave must be (batch, samples), got shape {tuple(wave.shape)}")
-        return self.encoder(self.normalize_input(wave, lengths)).transpose(1, 2)
+        return self.encoder(self.normalize_input(wave, lengths), lengths).transpose(1, 2)
 
     def context(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` (B, T, C) -> ``c`` (B, T, context_dim) (causal: c_t sees z_1..z_t)."""

@@ -195,3 +195,22 @@ def test_build_from_dict_and_load_round_trip(tmp_path, trained):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated"):
         load_cpc_model(path)
+
+
+def test_batched_extraction_equals_one_by_one() -> None:
+    """Padding rows of a batch must not leak into their last frames (every layer is masked
+    past its valid length)."""
+    torch.manual_seed(0)
+    model = build_cpc_model({"channels": 32, "context_dim": 16})
+    lengths = torch.tensor([16000, 12345, 8037])
+    wave = torch.zeros(3, 16000)
+    alone = []
+    for i, n in enumerate(lengths.tolist()):
+        x = torch.randn(n) * 0.1
+        wave[i, :n] = x
+        alone.append(model.extract(x[None], torch.tensor([n])))
+    batched = model.extract(wave, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        t = n // 160
+        for key in ("c", "z"):
+            torch.testing.assert_close(batched[key][i, :t], alone[i][key][0, :t])
