@@ -30,12 +30,9 @@ from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset
 from lhotse.dataset.collation import collate_custom_field, collate_features
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 
+from cpc.cli import HelpFormatter
 from cpc.features import FeatureDumpError, load_dump, require_info
 from cpc.log import setup_logging
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout and shows every option's default."""
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -42,21 +42,10 @@ from cpc.audio.extractor import (
     resolve_device,
 )
 from cpc.checkpoint import CheckpointError
+from cpc.cli import HelpFormatter, str2bool
 from cpc.config import ConfigError
 from cpc.features import STORAGE_TYPES, FeatureDumpError, dump_features
 from cpc.log import setup_logging
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout and shows every option's default."""
-
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:

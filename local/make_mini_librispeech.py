@@ -28,23 +28,12 @@ import logging
 import sys
 
 from cpc.audio.mini_librispeech import build_mini_librispeech
+from cpc.cli import HelpFormatter, str2bool
 from cpc.log import setup_logging
 
 
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, the docstring kept as written."""
-
-
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out-dir", required=True, help="corpus directory to (re)build")
     parser.add_argument("--speakers", type=int, default=40, help="number of readers (half male)")
     parser.add_argument(

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cpc.cli import HelpFormatter
 from cpc.features import FeatureDumpError, load_dump
 from cpc.io import write_json_atomic, write_text_atomic
 from cpc.log import setup_logging
@@ -50,10 +51,6 @@ LABELS = {
     "supervised": "Supervised",
 }
 MAIN_ROWS = ("cpc", "mfcc", "random")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout and shows every option's default."""
 
 
 class ResultsError(ValueError):

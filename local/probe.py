@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from cpc.audio.librispeech import DataPrepError
+from cpc.cli import HelpFormatter, str2bool
 from cpc.features import (
     FeatureDumpError,
     collect_frames,
@@ -65,24 +66,11 @@ from cpc.probes import (
     train_probe,
 )
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the docstring's layout and shows every option's default."""
-
-
 LABEL_FIELD = "phone_labels"
 
 
 class ProbeError(ValueError):
     """Inputs a probe cannot use (the message names the file and the fix)."""
-
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:

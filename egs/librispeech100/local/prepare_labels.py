@@ -24,15 +24,12 @@ import sys
 
 from cpc.audio.labels import attach_phone_labels
 from cpc.audio.librispeech import LIBRISPEECH_PART, DataPrepError
+from cpc.cli import HelpFormatter
 from cpc.log import setup_logging
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the docstring's layout."""
-
-
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--manifest-dir",
         default="data/manifests",

@@ -19,15 +19,12 @@ import logging
 import sys
 
 from cpc.audio.librispeech import LIBRISPEECH_PART, DataPrepError, prepare_librispeech_manifests
+from cpc.cli import HelpFormatter
 from cpc.log import setup_logging
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the docstring's layout."""
-
-
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--corpus-dir", required=True, help="LibriSpeech root that holds train-clean-100/"
     )
