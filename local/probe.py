@@ -117,8 +117,8 @@ def get_parser() -> argparse.ArgumentParser:
     common(ph)
     ph.add_argument("--lang-dir", default="data/lang", help="holds phones.txt")
     ph.add_argument("--linear-epochs", type=int, default=20, help="epochs of the linear probe")
-    ph.add_argument("--mlp-epochs", type=int, default=20, help="epochs of the MLP probe")
-    ph.add_argument("--mlp-hidden", type=int, default=1024, help="hidden units of the MLP")
+    ph.add_argument("--mlp-epochs", type=int, default=10, help="epochs of the MLP probe")
+    ph.add_argument("--mlp-hidden", type=int, default=512, help="hidden units of the MLP")
     ph.add_argument("--mlp-lr", type=float, default=2e-3, help="Adam learning rate of the MLP")
     ph.add_argument(
         "--context-frames",
