@@ -9,9 +9,10 @@ vectors of the same batch, drawn once per ``(b, t)`` and shared by all ``k``. Th
 log-bilinear, ``f_k = exp(z^T W_k c_t)``, and the loss for one ``(b, t, k)`` is the
 cross-entropy of picking the positive among the ``1 + N`` candidates.
 
-Everything is vectorised: all ``W_k c_t`` come from one ``Linear(C, K * D)``, positive scores
-from one ``einsum`` over a strided view of ``z``, negative scores from one batched
-contraction ``(K, D) x (D, N)`` per ``(b, t)``. There is no Python loop over time or k.
+Everything is vectorised: all ``W_k c_t`` come from one ``Linear(C, K * D)``; the ``K``
+positives and ``N`` negatives of every ``(b, t)`` are gathered from ``z`` with one
+``index_select`` and scored with one batched contraction ``(K, D) x (D, K + N)`` per
+``(b, t)``. There is no Python loop over time or k, and no host synchronisation.
 
 Negative-sampling strategies (``strategy``), as in the paper's Table 2:
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -183,11 +184,55 @@ def sample_negatives(
     return Negatives(seq=seq, time=time)
 
 
+# oneDNN's fp32 matmul (private torch API; None where torch lacks it).
+_MKLDNN_LINEAR = getattr(torch._C._nn, "mkldnn_linear", None)
+
+
+def _use_onednn(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Route ``x @ w.T`` through oneDNN: fp32 on a CPU, outside autocast and compilation."""
+    return (
+        _MKLDNN_LINEAR is not None
+        and torch.backends.mkldnn.is_available()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for 2-D fp32 CPU tensors, by oneDNN."""
+    return _MKLDNN_LINEAR(a.contiguous().to_mkldnn(), b.contiguous().to_mkldnn(), None).to_dense()
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``x @ w.T`` (2-D ``x``, no bias) with forward and backward products by oneDNN.
+
+    Why: torch's fp32 ``linear`` calls the BLAS it links (MKL), which on AMD CPUs runs an
+    AVX2 code path at about half the rate of oneDNN's AVX-512 kernels (measured on the
+    predictors of the paper model, 1024 x 256 -> 6144, forward + backward: 99 ms -> 57 ms,
+    one thread). Same values up to float rounding."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return _onednn_mm(x, w)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, w = ctx.saved_tensors
+        gx = _onednn_mm(grad, w.t()) if ctx.needs_input_grad[0] else None
+        gw = _onednn_mm(grad.t(), x.t()) if ctx.needs_input_grad[1] else None
+        return gx, gw
+
+
 class Predictors(nn.Module):
     """The K log-bilinear predictors: ``W_k c_t`` for k = 1..K in one linear map.
 
     Input ``(..., C)`` contexts, output ``(..., K, D)`` predictions (``[..., k-1, :]`` is
-    ``W_k c_t``, to be scored against ``z_{t+k}``).
+    ``W_k c_t``, to be scored against ``z_{t+k}``). On CPUs in fp32 the product runs through
+    oneDNN (see :class:`_OneDNNLinear`).
     """
 
     def __init__(self, context_dim: int, target_dim: int, num_steps: int) -> None:
@@ -197,7 +242,11 @@ class Predictors(nn.Module):
         self.linear = nn.Linear(context_dim, num_steps * target_dim, bias=False)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        out = self.linear(context)
+        w = self.linear.weight
+        if _use_onednn(context, w) and context.numel() > 0:
+            out = _OneDNNLinear.apply(context.reshape(-1, context.shape[-1]), w)
+        else:
+            out = self.linear(context)
         return out.view(*context.shape[:-1], self.num_steps, self.target_dim)
 
 
@@ -234,13 +283,27 @@ def info_nce(
             "use longer windows or fewer prediction steps"
         )
     n = negatives.seq.shape[-1]
-    # Positives: pos[b, t, :, j] = z[b, t + 1 + j] (zero beyond the end, masked below).
-    padded = F.pad(targets, (0, 0, 0, k))
-    pos = padded.unfold(1, k, 1)[:, 1 : t + 1]
-    pos_score = torch.einsum("btkd,btdk->btk", predictions, pos)
-    neg = targets[negatives.seq, negatives.time]  # (B, T, N, D)
-    neg_score = torch.einsum("btkd,btnd->btkn", predictions, neg)
-    logits = torch.cat([pos_score.unsqueeze(-1), neg_score], dim=-1).float()
+    dev = targets.device
+    # Candidates of context (b, t): its K positives z[b, t + 1 .. t + K] (zero frames past the
+    # end, masked below), then its N negatives, gathered in one index_select from z padded
+    # with K zero frames per sequence.
+    tp = t + k
+    padded = F.pad(targets, (0, 0, 0, k)).reshape(b * tp, d)
+    pos_idx = (
+        torch.arange(b, device=dev).view(b, 1, 1) * tp
+        + torch.arange(t, device=dev).view(1, t, 1)
+        + torch.arange(1, k + 1, device=dev).view(1, 1, k)
+    ).expand(b, t, k)
+    neg_idx = negatives.seq.to(dev) * tp + negatives.time.to(dev)
+    idx = torch.cat([pos_idx, neg_idx], dim=2).reshape(-1)  # (B * T * (K + N),)
+    cand = padded.index_select(0, idx).view(b * t, k + n, d)
+    # One batched contraction: every prediction W_k c_t against every candidate of (b, t).
+    # Prediction k's positive is candidate k (the diagonal of the first K columns); the
+    # K - 1 other positive columns of each row are computed and dropped (a small product).
+    scores = torch.bmm(predictions.reshape(b * t, k, d), cand.transpose(1, 2))
+    pos_score = torch.diagonal(scores[:, :, :k], dim1=1, dim2=2)  # (B * T, K)
+    logits = torch.cat([pos_score.unsqueeze(-1), scores[:, :, k:]], dim=-1)
+    logits = logits.view(b, t, k, 1 + n).float()
     nll = torch.logsumexp(logits, dim=-1) - logits[..., 0]  # (B, T, K)
     correct = (logits.argmax(dim=-1) == 0).float()
 

@@ -169,3 +169,22 @@ def test_perfect_predictions_give_full_accuracy():
     out = info_nce(pred, z, neg)
     assert (out["accuracy"] == 1).all()
     assert out["loss"].item() < 0.01
+
+
+def test_predictors_cpu_fast_path_equals_linear() -> None:
+    """The fp32 CPU predictors (oneDNN matmul) give nn.Linear's values and gradients."""
+    torch.manual_seed(0)
+    pred = Predictors(16, 8, 3)
+    ctx = torch.randn(2, 5, 16, requires_grad=True)
+    out = pred(ctx)
+    assert out.shape == (2, 5, 3, 8)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref_ctx = ctx.detach().clone().requires_grad_()
+    ref = pred.linear(ref_ctx).view(2, 5, 3, 8)
+    w_grad = pred.linear.weight.grad.clone()
+    pred.linear.weight.grad = None
+    ref.backward(g)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(ctx.grad, ref_ctx.grad)
+    torch.testing.assert_close(w_grad, pred.linear.weight.grad)

@@ -214,3 +214,48 @@ def test_batched_extraction_equals_one_by_one() -> None:
         t = n // 160
         for key in ("c", "z"):
             torch.testing.assert_close(batched[key][i, :t], alone[i][key][0, :t])
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_inference_layout_equals_the_training_layout(norm) -> None:
+    """Without gradients the encoder runs channels-last on CPU (norm none); same numbers."""
+    torch.manual_seed(0)
+    model = build_cpc_model(small_cfg(norm=norm)).eval()
+    wave = torch.randn(3, 1637)
+    lengths = torch.tensor([1637, 1200, 900])
+    for lens in (None, lengths):
+        with torch.no_grad():
+            fast = model.encode(wave, lens)
+        plain = model.encode(wave, lens).detach()  # with gradients: the training layout
+        assert fast.shape == plain.shape == (3, 10, 32)
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+        if norm == "none":
+            assert fast.is_contiguous()  # (B, T, C) straight for the GRU
+
+
+def test_context_network_on_one_thread_equals_the_gru() -> None:
+    """With several CPU threads the GRU runs on one (forward and backward): same numbers."""
+    torch.manual_seed(0)
+    model = build_cpc_model(small_cfg())
+    z = torch.randn(2, 7, 32, requires_grad=True)
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        c = model.context(z)
+        assert torch.get_num_threads() == 2  # restored
+        g = torch.randn_like(c)
+        c.backward(g)
+        with torch.no_grad():
+            c_eval = model.context(z)
+    finally:
+        torch.set_num_threads(n)
+    got = [z.grad.clone()] + [p.grad.clone() for p in model.gru.parameters()]
+    z.grad = None
+    model.zero_grad()
+    ref, _ = model.gru(z)
+    ref.backward(g)
+    want = [z.grad] + [p.grad for p in model.gru.parameters()]
+    torch.testing.assert_close(c, ref)
+    torch.testing.assert_close(c_eval, ref.detach())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
