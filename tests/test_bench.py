@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from cpc.audio.config import CPCModelConfig, load_train_config
 
@@ -30,15 +29,6 @@ def load_bench():
 
 
 bench = load_bench()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread (OpenMP threads spin badly on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_flops_of_a_tiny_model_by_hand() -> None:

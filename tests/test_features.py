@@ -30,15 +30,6 @@ from tests.factories import make_tiny_corpus
 TINY_MODEL = {"channels": 16, "context_dim": 8, "prediction_steps": 2, "num_negatives": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread (OpenMP threads spin badly on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_labelled_manifests(root: Path, speakers: int = 2, chapters: int = 2, utts: int = 3):
     """Stage 0-1 outputs for a tiny corpus: ``root/manifests`` (labelled cuts), ``root/lang``."""
     corpus = make_tiny_corpus(root / "corpus", speakers=speakers, chapters=chapters, utts=utts)

@@ -20,15 +20,6 @@ from cpc.probes import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread (OpenMP threads spin badly on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def blobs(n: int, num_classes: int, dim: int, sep: float, seed: int):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((num_classes, dim)) * sep

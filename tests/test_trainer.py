@@ -35,14 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "egs" / "librispeech100" / "conf" / "cpc_tiny.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")

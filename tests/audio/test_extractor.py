@@ -26,14 +26,6 @@ TINY_MODEL = {"channels": 16, "context_dim": 8, "prediction_steps": 2, "num_nega
 LENGTHS = [0, 10, 159, 160, 161, 239, 240, 400, 16000, 16000 + 79, 16000 + 80, 33333]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cpc.audio.model import build_cpc_model

@@ -16,15 +16,6 @@ from cpc.checkpoint import CheckpointError, save_best
 from cpc.config import ConfigError, config_to_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and a shared machine stays usable)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_cfg(**kw) -> CPCModelConfig:
     base = dict(channels=32, context_dim=32, prediction_steps=3, num_negatives=8)
     base.update(kw)
