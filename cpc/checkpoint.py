@@ -91,7 +91,10 @@ def load_checkpoint(path: Pathlike, map_location: str | torch.device = "cpu") ->
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train first (run.sh --stage 2, which writes "
+            "exp/<tag>/best.pt) or pass the path of an existing checkpoint"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, disallowed global, ...
