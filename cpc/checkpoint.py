@@ -15,13 +15,16 @@ A training checkpoint is a dict of tensors and plain containers only, so it load
   tuples of ints);
 - ``data_position``: dict of ints (where the data stream resumes);
 - ``config``: the resolved config as a nested dict; ``world_size``; ``elapsed`` (seconds
-  of training so far).
+  of training so far);
+- ``identity``: what the weights were made from (see :func:`check_identity`): the config
+  keys that shape training, the data's signature and the number of processes x gradient
+  accumulation (which, with the per-process batch size, fixes the global batch);
+- ``best``: the best validation result so far (``{"step", "loss", ...}``) or None.
 
-``best.pt`` holds ``format``, ``step``, ``model`` and ``config`` (no optimizer). "Best" is
-defined simply as the final model: the trainer writes it when training reaches ``max_steps``.
-The contrastive loss of one run keeps falling until convergence, and a running-loss minimum
-over noisy mini-batches would pick a checkpoint by chance, so the final one is both the
-honest and the reproducible choice.
+``best.pt`` holds ``format``, ``step``, ``model``, ``config``, ``identity`` and ``valid``
+(the validation metrics that made it best; no optimizer). The trainer writes it whenever the
+held-out validation loss improves at a checkpoint, so it is the checkpoint with the lowest
+validation loss; without validation data it is the final model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,9 @@ import torch
 from cpc.config import diff_configs
 from cpc.io import Pathlike, atomic_open
 
-FORMAT = "cpc-recipes-checkpoint-v1"
+FORMAT = "cpc-recipes-checkpoint-v2"
+#: Older formats whose models still load (their training state cannot be resumed).
+READABLE_FORMATS = (FORMAT, "cpc-recipes-checkpoint-v1")
 BEST_NAME = "best.pt"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 
@@ -102,7 +108,11 @@ def load_checkpoint(path: Pathlike, map_location: str | torch.device = "cpu") ->
             f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
             "it is probably truncated by an interrupted copy or a full disk"
         ) from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+    if (
+        not isinstance(state, dict)
+        or state.get("format") not in READABLE_FORMATS
+        or ("model" not in state)
+    ):
         raise CheckpointError(f"{path} is not a cpc-recipes checkpoint (format {FORMAT})")
     return state
 
@@ -128,33 +138,48 @@ def find_latest_checkpoint(
     return None
 
 
-def check_resume_config(
-    saved: dict[str, Any],
-    current: dict[str, Any],
-    strict_sections: tuple[str, ...] = ("model",),
-    path: Pathlike = "checkpoint",
-) -> list[str]:
-    """Compare the config a checkpoint was trained with to the current one.
+class IdentityMismatch(CheckpointError):
+    """Checkpoints in an experiment directory were made from other inputs than the current
+    run's. ``differences`` lists them as ``key: checkpoint -> now`` lines."""
 
-    Differences inside ``strict_sections`` (the architecture: weights would not fit or would
-    mean something else) raise :class:`CheckpointError` naming the keys. Other differences
-    (e.g. ``train.max_steps`` raised to train longer) are returned as ``key: old -> new``
-    lines for the caller to log.
-    """
-    strict = []
-    for sec in strict_sections:
-        strict += [f"{sec}.{d}" for d in diff_configs(saved.get(sec, {}), current.get(sec, {}))]
-    if strict:
-        lines = "\n  ".join(strict)
-        raise CheckpointError(
-            f"{path} was trained with a different {'/'.join(strict_sections)} config; "
-            f"differing keys (checkpoint -> now):\n  {lines}\n"
-            "Use a new experiment directory (another tag) for a different model, or restore "
-            "the old settings to resume."
+    def __init__(self, message: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+def check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path: Pathlike) -> None:
+    """Refuse to continue a checkpoint made from other inputs.
+
+    ``saved`` and ``current`` are identities (nested dicts: config keys that shape the
+    weights, the data signature, the seed, processes x accumulation ...). Any difference
+    raises :class:`IdentityMismatch` naming every differing key. A checkpoint without an
+    identity (an older format) is refused too: nothing says what it was trained on."""
+    if saved is None:
+        diffs = ["identity: <none recorded: an older checkpoint format> -> " + "<this run>"]
+    else:
+        diffs = diff_configs(saved, current)
+    if diffs:
+        shown = diffs[:20] + ([f"... ({len(diffs) - 20} more)"] if len(diffs) > 20 else [])
+        lines = "\n  ".join(shown)
+        raise IdentityMismatch(
+            f"{path} was trained on other inputs than this run; differences (checkpoint -> "
+            f"now):\n  {lines}\nIts weights cannot be continued under other inputs.",
+            diffs,
         )
-    rest = {k: v for k, v in saved.items() if k not in strict_sections}
-    cur = {k: v for k, v in current.items() if k not in strict_sections}
-    return diff_configs(rest, cur)
+
+
+def move_aside(exp_dir: Pathlike) -> Path:
+    """Rename ``exp_dir`` to ``<exp_dir>.old-<YYYYmmdd-HHMMSS>`` (a fresh name) and return
+    the new path. Nothing is deleted."""
+    exp_dir = Path(exp_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = exp_dir.with_name(f"{exp_dir.name}.old-{stamp}")
+    i = 1
+    while dest.exists():
+        dest = exp_dir.with_name(f"{exp_dir.name}.old-{stamp}-{i}")
+        i += 1
+    exp_dir.rename(dest)
+    return dest
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -195,8 +220,23 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_best(exp_dir: Pathlike, step: int, model_state: dict[str, Any], config: dict) -> Path:
+def save_best(
+    exp_dir: Pathlike,
+    step: int,
+    model_state: dict[str, Any],
+    config: dict[str, Any],
+    identity: dict[str, Any] | None = None,
+    valid: dict[str, Any] | None = None,
+) -> Path:
     """Write ``exp_dir/best.pt`` (the model for downstream stages) atomically."""
     path = Path(exp_dir) / BEST_NAME
-    save_checkpoint(path, {"format": FORMAT, "step": step, "model": model_state, "config": config})
+    state = {
+        "format": FORMAT,
+        "step": step,
+        "model": model_state,
+        "config": config,
+        "identity": identity,
+        "valid": valid,
+    }
+    save_checkpoint(path, state)
     return path

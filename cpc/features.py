@@ -1,53 +1,49 @@
 """Frame-level feature dumps in lhotse's own format, as icefall writes fbank dumps.
 
-A dump directory ``<output_dir>`` holds, for each part (``train``, ``test``)::
+Domain-agnostic: the caller gives the frame shift, the rule that says how many frames a cut
+has (``num_frames_fn``), the manifest name prefix and a function that computes the features
+of a batch of cuts. A dump directory ``<output_dir>`` holds, for each part (``train``,
+``test``, ...)::
 
     <prefix>_cuts_<part>.jsonl.gz     the input cuts with ``cut.features`` attached
-                                      (custom fields such as ``phone_labels`` are kept)
+                                      (custom fields such as labels are kept)
     <prefix>_feats_<part>/feats.h5    the arrays (lhotse ``NumpyHdf5Writer``: exact float32;
-                                      ``numpy_files`` gives one ``.npy`` per cut instead);
-                                      the cuts refer to it by absolute path, like the
-                                      stage-1 label arrays
+                                      ``numpy_files`` gives one ``.npy`` per cut instead)
     info.json                         dim, frame shift, feature type, what produced the
-                                      features (checkpoint + sha256 + config, or MFCC options),
-                                      the input manifests' sha256, per-part statistics
+                                      features (``source``: a checkpoint + sha256 + config,
+                                      baseline options ...), the input manifests' sha256,
+                                      per-part statistics
 
-Every cut gets exactly ``compute_num_frames(cut.duration, 0.01, 16000)`` frames, so a
-downstream recipe can load them with ``cut.load_features()`` and batch them with lhotse's
-samplers and ``collate_features``. Lossy storage (lilcom) is not offered: on CPC outputs
-it was measured at a maximum error of 0.016 against a mean magnitude of 0.033.
+Every cut gets exactly ``num_frames_fn(cut)`` frames, so a downstream recipe can load them
+with ``cut.load_features()`` and batch them with lhotse's samplers and ``collate_features``.
+Lossy storage (lilcom) is not offered: on CPC outputs it was measured at a maximum error of
+0.016 against a mean magnitude of 0.033.
 
-Batching. The feature function gets whole utterances, sorted by duration and grouped into
-batches of at most ``max_duration`` padded seconds, and cuts each result to its own frame
-count. A model whose layers do not mask the padding between them can change the last frame
-of the shorter utterances of a batch; ``max_duration=0`` (one utterance per batch, what the
-stage-3 CLI does on CPU, where it is also the fastest) gives exactly the per-utterance
-features that ``CPCExtractor.extract`` computes.
+Batching. The feature function gets whole cuts, sorted by duration and grouped into batches
+of at most ``max_duration`` padded seconds (``max_duration=0``: one cut per batch).
 
 Writing is atomic per part: the storage is built in a temporary directory and renamed into
 place, then the cut manifest is written atomically, then ``info.json`` records the part as
 complete. A re-run skips every part that is complete with the same identity (feature type,
-dim, source, inputs); a dump made from a different checkpoint, config or input manifest is
-rebuilt (the old parts are removed first, so no manifest ever points at foreign arrays).
+dim, frame shift, storage, source, inputs); a dump made from a different checkpoint, config
+or input manifest is rebuilt (the old parts are removed first, so no manifest ever points at
+foreign arrays).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shlex
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from lhotse import CutSet, Features, load_manifest_lazy
 from lhotse.cut import Cut
 from lhotse.features.io import (
@@ -56,18 +52,15 @@ from lhotse.features.io import (
     NumpyHdf5Writer,
     close_cached_file_handles,
 )
-from lhotse.utils import compute_num_frames, fastcopy
+from lhotse.utils import fastcopy
 from tqdm import tqdm
 
-from cpc.io import Pathlike, atomic_path, write_json_atomic
+from cpc.io import Pathlike, atomic_path, command_line, sha256_file, write_json_atomic
 
-FRAME_SHIFT = 0.01
-SAMPLING_RATE = 16000
-HOP = 160  # samples per frame at 16 kHz
 STORAGE_TYPES = ("numpy_hdf5", "numpy_files")
 INFO_NAME = "info.json"
 # info.json keys that define what a dump is; two dumps with equal identity are interchangeable.
-IDENTITY_KEYS = ("feature_type", "dim", "frame_shift", "sampling_rate", "storage_type", "source")
+IDENTITY_KEYS = ("feature_type", "dim", "frame_shift", "storage_type", "source")
 
 BatchFn = Callable[[list[Cut]], list[np.ndarray]]
 
@@ -76,31 +69,39 @@ class FeatureDumpError(ValueError):
     """A feature dump that cannot be written or read as requested (the message says why)."""
 
 
-def num_frames_of(cut: Cut) -> int:
-    """Number of 10 ms frames of ``cut`` (the shared frame contract of all stages)."""
-    return compute_num_frames(cut.duration, FRAME_SHIFT, SAMPLING_RATE)
+@dataclass(frozen=True)
+class DumpSpec:
+    """How a domain names and frames its dumps.
+
+    ``prefix``: manifest name prefix (``<prefix>_cuts_<part>.jsonl.gz``); ``frame_shift``:
+    seconds per frame; ``num_frames``: frames of a cut (the one frame-count rule every stage
+    of the domain uses); ``frame_unit``: what a frame is called in messages."""
+
+    prefix: str
+    frame_shift: float
+    num_frames: Callable[[Cut], int]
+    frame_unit: str = "frames"
 
 
-def cuts_path(feature_dir: Pathlike, part: str, prefix: str = "librispeech") -> Path:
+def cuts_path(feature_dir: Pathlike, part: str, prefix: str) -> Path:
+    """``<feature_dir>/<prefix>_cuts_<part>.jsonl.gz`` (icefall's naming)."""
     return Path(feature_dir) / f"{prefix}_cuts_{part}.jsonl.gz"
 
 
-def storage_dir(feature_dir: Pathlike, part: str, prefix: str = "librispeech") -> Path:
+def storage_dir(feature_dir: Pathlike, part: str, prefix: str) -> Path:
+    """``<feature_dir>/<prefix>_feats_<part>``: the arrays of one part."""
     return Path(feature_dir) / f"{prefix}_feats_{part}"
 
 
-def sha256_file(path: Pathlike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def command_line() -> str:
-    """The running command, shell-quoted (for info.json and logs)."""
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Trim ``x`` (T, ...) to ``n`` rows, or repeat its last row to reach ``n`` (an empty
+    ``x`` gives zeros). For frame sequences whose framing differs by a frame or two from the
+    shared frame-count rule (Kaldi MFCC edges, released alignments)."""
+    if x.shape[0] >= n:
+        return x[:n]
+    if x.shape[0] == 0:
+        return np.zeros((n, *x.shape[1:]), dtype=x.dtype)
+    return np.concatenate([x, np.repeat(x[-1:], n - x.shape[0], axis=0)])
 
 
 # --------------------------------------------------------------------------- batching
@@ -125,77 +126,6 @@ def duration_batches(
         yield batch
 
 
-def load_waveform(cut: Cut, num_frames: int | None = None, pad: bool = True) -> np.ndarray:
-    """Mono 16 kHz float32 samples of ``cut``, zero-padded (or trimmed) to exactly
-    ``num_frames * 160`` samples (default: ``num_frames_of(cut)``), so that a model with a
-    total stride of 160 yields exactly ``num_frames`` frames. ``pad=False``: as stored."""
-    if cut.sampling_rate != SAMPLING_RATE:
-        cut = cut.resample(SAMPLING_RATE)
-    audio = cut.load_audio()
-    if audio.ndim == 2:
-        if audio.shape[0] != 1:
-            raise FeatureDumpError(
-                f"utterance {cut.id}: {audio.shape[0]} audio channels; features are computed "
-                "on mono audio (select one channel in the manifest)"
-            )
-        audio = audio[0]
-    if not pad:
-        return audio.astype(np.float32, copy=False)
-    n = (num_frames_of(cut) if num_frames is None else num_frames) * HOP
-    out = np.zeros(n, dtype=np.float32)
-    m = min(n, audio.shape[0])
-    out[:m] = audio[:m]
-    return out
-
-
-def pad_waveforms(cuts: Sequence[Cut]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load ``cuts`` (see :func:`load_waveform`) into a zero-padded batch.
-
-    Returns ``(wave, lengths)``: a float32 tensor (B, S_max) and int64 sample counts (B,),
-    each a multiple of 160."""
-    waves = [load_waveform(c) for c in cuts]
-    lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)
-    batch = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
-    for i, w in enumerate(waves):
-        batch[i, : w.shape[0]] = torch.from_numpy(w)
-    return batch, lengths
-
-
-def waveform_batch_fn(
-    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    device: str | torch.device = "cpu",
-) -> BatchFn:
-    """Wrap a waveform model into a :data:`BatchFn`.
-
-    ``model_fn(wave (B, S) float32, lengths (B,) int64) -> (B, S // 160, D)`` runs on
-    ``device`` under ``torch.inference_mode``; the returned function loads and pads a batch of
-    cuts and returns one float32 array (num_frames_of(cut), D) per cut, in input order."""
-
-    def fn(cuts: list[Cut]) -> list[np.ndarray]:
-        wave, lengths = pad_waveforms(cuts)
-        with torch.inference_mode():
-            out = model_fn(wave.to(device), lengths.to(device))
-        out = out.float().cpu().numpy()
-        if out.shape[1] != wave.shape[1] // HOP:
-            raise FeatureDumpError(
-                f"model gave {out.shape[1]} frames for {wave.shape[1]} samples; expected "
-                f"{wave.shape[1] // HOP} (one frame per {HOP} samples)"
-            )
-        return [np.ascontiguousarray(out[i, : int(n) // HOP]) for i, n in enumerate(lengths)]
-
-    return fn
-
-
-def per_cut_batch_fn(fn: Callable[[np.ndarray], np.ndarray]) -> BatchFn:
-    """Wrap a per-utterance function ``fn(samples (S,) float32, unpadded) -> (num_frames, D)``
-    into a :data:`BatchFn` (for baselines such as MFCC that need no batching)."""
-
-    def batch_fn(cuts: list[Cut]) -> list[np.ndarray]:
-        return [fn(load_waveform(c, pad=False)) for c in cuts]
-
-    return batch_fn
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -216,6 +146,7 @@ def write_part(
     storage: Pathlike,
     feature_type: str,
     dim: int,
+    spec: DumpSpec,
     storage_type: str = "numpy_hdf5",
     max_duration: float = 60.0,
     desc: str = "features",
@@ -223,7 +154,7 @@ def write_part(
     """Compute features for ``cuts`` and store them under the directory ``storage``.
 
     ``compute_fn`` gets batches of whole cuts (sorted by duration, at most ``max_duration``
-    padded seconds) and returns one float32 array (num_frames_of(cut), dim) per cut. The
+    padded seconds) and returns one float32 array (spec.num_frames(cut), dim) per cut. The
     directory is built under a temporary name and renamed into place; the ``Features``
     attached to the returned cuts (input order) point at its final location.
 
@@ -248,18 +179,18 @@ def write_part(
                     )
                 for cut, arr in zip(batch, arrays):
                     arr = np.asarray(arr)
-                    n = num_frames_of(cut)
+                    n = spec.num_frames(cut)
                     if arr.shape != (n, dim):
                         raise FeatureDumpError(
-                            f"utterance {cut.id}: features of shape {tuple(arr.shape)}, expected "
-                            f"({n}, {dim}) for {cut.duration:.2f} s at {FRAME_SHIFT * 1000:.0f} ms"
-                            " frames; the extractor must pad the waveform to num_frames*160"
+                            f"{cut.id}: features of shape {tuple(arr.shape)}, expected ({n}, "
+                            f"{dim}) for {cut.duration:.2f} s at {spec.frame_shift:g} s per frame; "
+                            f"the feature function must return exactly {n} {spec.frame_unit}"
                         )
                     if arr.dtype != np.float32:
                         arr = arr.astype(np.float32)
                     if not np.isfinite(arr).all():
                         raise FeatureDumpError(
-                            f"utterance {cut.id}: features contain NaN or inf; check the "
+                            f"{cut.id}: features contain NaN or inf; check the "
                             "checkpoint (a diverged model) or the audio"
                         )
                     key = writer.write(cut.id, arr)
@@ -267,7 +198,7 @@ def write_part(
                         type=feature_type,
                         num_frames=n,
                         num_features=dim,
-                        frame_shift=FRAME_SHIFT,
+                        frame_shift=spec.frame_shift,
                         sampling_rate=cut.sampling_rate,
                         start=cut.start,
                         duration=cut.duration,
@@ -332,39 +263,39 @@ def dump_features(
     feature_type: str,
     dim: int,
     source: dict[str, Any],
+    spec: DumpSpec,
     parts: Sequence[str] = ("train", "test"),
-    prefix: str = "librispeech",
     storage_type: str = "numpy_hdf5",
     max_duration: float = 60.0,
     command: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Dump features of ``<manifest_dir>/<prefix>_cuts_<part>.jsonl.gz`` for each part into
+    """Dump features of ``<manifest_dir>/<spec.prefix>_cuts_<part>.jsonl.gz`` for each part into
     ``output_dir`` (layout in the module docstring), resuming where possible.
 
     ``source`` describes what produced the features (checkpoint path/sha256/step/config, or
     the MFCC options) and is part of the dump's identity, as are ``feature_type``, ``dim``,
     ``storage_type`` and the input manifests' sha256. ``details`` (device, batch size ...) is
     recorded as ``info["extraction"]`` but is not part of the identity. ``max_duration``:
-    padded seconds per batch (0 or less: one utterance per batch). Returns the final info dict."""
+    padded seconds per batch (0 or less: one cut per batch). Returns the final info dict."""
     if storage_type not in STORAGE_TYPES:
         raise FeatureDumpError(
             f"unknown storage type {storage_type!r}; use one of {list(STORAGE_TYPES)}"
         )
     output_dir = Path(output_dir)
+    prefix = spec.prefix
     inputs: dict[str, Any] = {}
     for part in parts:
         src = cuts_path(manifest_dir, part, prefix)
         if not src.is_file():
             raise FileNotFoundError(
-                f"{src} does not exist; run the stage that writes the labelled cuts (stage 1)"
+                f"{src} does not exist; run the stage that writes the input cuts first"
             )
         inputs[part] = {"manifest": str(src), "sha256": sha256_file(src)}
     info: dict[str, Any] = {
         "feature_type": feature_type,
         "dim": int(dim),
-        "frame_shift": FRAME_SHIFT,
-        "sampling_rate": SAMPLING_RATE,
+        "frame_shift": spec.frame_shift,
         "storage_type": storage_type,
         "source": source,
         "inputs": inputs,
@@ -425,6 +356,7 @@ def dump_features(
             storage_dir(output_dir, part, prefix),
             feature_type=feature_type,
             dim=dim,
+            spec=spec,
             storage_type=storage_type,
             max_duration=max_duration,
             desc=f"{feature_type} {part}",
@@ -450,11 +382,11 @@ def dump_features(
 # --------------------------------------------------------------------------- reading
 
 
-def load_dump(feature_dir: Pathlike, part: str, prefix: str = "librispeech") -> CutSet:
+def load_dump(feature_dir: Pathlike, part: str, prefix: str) -> CutSet:
     """The cuts (with features) of one part of a dump; FileNotFoundError names the fix."""
     p = cuts_path(feature_dir, part, prefix)
     if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist; run the feature dump (stage 3) first")
+        raise FileNotFoundError(f"{p} does not exist; run the feature dump first")
     return load_manifest_lazy(p)
 
 
@@ -464,17 +396,19 @@ def require_info(feature_dir: Pathlike) -> dict[str, Any]:
     if info is None:
         raise FileNotFoundError(
             f"{Path(feature_dir) / INFO_NAME} does not exist or is unreadable; "
-            "run the feature dump (stage 3) first"
+            "run the feature dump first"
         )
     return info
 
 
 def collect_frames(
     cuts: CutSet | Sequence[Cut],
+    spec: DumpSpec,
     label_fn: Callable[[Cut, int], np.ndarray] | None = None,
     desc: str = "loading",
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
-    """Stack the features of ``cuts`` into memory.
+    """Stack the features of ``cuts`` into memory, checking that each has
+    ``spec.num_frames(cut)`` frames.
 
     ``label_fn(cut, num_frames)`` returns per-frame integer labels (or None to skip labels).
     Returns ``(x (N, D) float32, y (N,) int64 or None, offsets (U+1,) int64, cut_ids)``:
@@ -482,13 +416,13 @@ def collect_frames(
     feats: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     ids: list[str] = []
-    for cut in tqdm(cuts, desc=desc, unit="utt"):
+    for cut in tqdm(cuts, desc=desc, unit="cut"):
         x = cut.load_features()
-        n = num_frames_of(cut)
+        n = spec.num_frames(cut)
         if x.shape[0] != n:
             raise FeatureDumpError(
-                f"utterance {cut.id}: {x.shape[0]} feature frames but {cut.duration:.2f} s "
-                f"needs {n}; re-run the feature dump (stage 3)"
+                f"{cut.id}: {x.shape[0]} feature frames but {cut.duration:.2f} s needs {n}; "
+                "re-run the feature dump"
             )
         feats.append(np.asarray(x, dtype=np.float32))
         ids.append(cut.id)
@@ -496,7 +430,7 @@ def collect_frames(
             y = np.asarray(label_fn(cut, n))
             if y.shape != (n,):
                 raise FeatureDumpError(
-                    f"utterance {cut.id}: {y.shape[0] if y.ndim else 0} label frames but "
+                    f"{cut.id}: {y.shape[0] if y.ndim else 0} label frames but "
                     f"features have {n} frames ({cut.duration:.2f} s)"
                 )
             labels.append(y.astype(np.int64))

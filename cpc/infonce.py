@@ -2,42 +2,63 @@
 
 Domain-agnostic: a domain supplies, per sequence ``b`` of a batch, targets ``z[b, t]`` (the
 encoder outputs, ``(B, T, D)``), contexts ``c[b, t]`` (the autoregressive outputs,
-``(B, T, C)``) and a group id per sequence (the speaker for audio; any grouping elsewhere,
-e.g. the image a column of patches comes from). For every context position ``t`` and every
-step ``k = 1..K`` the positive is ``z[b, t + k]``; the ``N`` negatives are other target
-vectors of the same batch, drawn once per ``(b, t)`` and shared by all ``k``. The score is
+``(B, T, C)``) and, for the group strategies, a group id per sequence. Speech is one example
+(a sequence is a window of an utterance, its group the speaker); others are images (a
+sequence is a column of patches, its group the image), text (a window of a document, the
+document) and reinforcement learning (a trajectory segment, the episode or environment).
+For every context position ``t`` and every step ``k = 1..K`` the positive is
+``z[b, t + k]``; the negatives are other target vectors of the same batch. The score is
 log-bilinear, ``f_k = exp(z^T W_k c_t)``, and the loss for one ``(b, t, k)`` is the
-cross-entropy of picking the positive among the ``1 + N`` candidates.
+cross-entropy of picking the positive among the candidates.
 
-Everything is vectorised: all ``W_k c_t`` come from one ``Linear(C, K * D)``; the ``K``
-positives and ``N`` negatives of every ``(b, t)`` are gathered from ``z`` with one
-``index_select`` and scored with one batched contraction ``(K, D) x (D, K + N)`` per
-``(b, t)``. There is no Python loop over time or k, and no host synchronisation.
+Two paths compute the loss, both vectorised (no Python loop over time or k, no host
+synchronisation on an accelerator); all ``W_k c_t`` come from one ``Linear(C, K * D)``
+(:class:`Predictors`):
 
-Negative-sampling strategies (``strategy``), as in the paper's Table 2:
+- Sampled (:func:`sample_negatives` + :func:`info_nce`; ``InfoNCE(num_negatives=N)``, the
+  paper's set-up): ``N`` negatives drawn once per ``(b, t)`` and shared by all ``k``. The
+  ``K`` positives and ``N`` negatives of every ``(b, t)`` are gathered from ``z`` with one
+  ``index_select`` and scored with one batched contraction ``(K, D) x (D, K + N)`` per
+  ``(b, t)``.
+- All pairs (:func:`info_nce_all_pairs`; ``InfoNCE(num_negatives=0)``), for domains with
+  hundreds of negatives (e.g. image patches, where every other patch of the batch is a
+  negative): every valid target frame of every permitted sequence is a candidate, and the
+  scores are one matmul of all ``B * T * K`` predictions against all ``B * T`` targets.
+  Memory grows with ``B * T * D`` plus the ``(B * T * K, B * T)`` score matrix; no
+  ``(B, T, N, D)`` copies of the targets are made.
 
-- ``mixed_speaker``: from any sequence of the batch (the current one included);
-- ``same_speaker``: from sequences of the same group (the current one included);
-- ``mixed_speaker_excl``: from any other sequence (the current one excluded);
-- ``same_speaker_excl``: from other sequences of the same group;
+Negative-sampling strategies (``strategy``), as in the paper's Table 2 (where the group is
+the speaker); the speech names are accepted as aliases (:data:`STRATEGY_ALIASES`):
+
+- ``batch`` (alias ``mixed_speaker``): from any sequence of the batch, the current one
+  included;
+- ``batch_excl`` (alias ``mixed_speaker_excl``): from any other sequence;
+- ``same_group`` (alias ``same_speaker``): from sequences with the same group id, the
+  current one included;
+- ``same_group_excl`` (alias ``same_speaker_excl``): from other sequences of the same group;
 - ``current_sequence``: only from the current sequence.
 
-The time index of a negative is uniform over the valid frames of the chosen sequence. As in
-the paper, negatives are not screened against the positive: a ``mixed_speaker`` or
-``current_sequence`` negative can occasionally be the positive frame itself.
+Sampled path: the time index of a negative is uniform over the valid frames of the chosen
+sequence. As in the paper, negatives are not screened against the positive: a ``batch``,
+``same_group`` or ``current_sequence`` negative can occasionally be the positive frame
+itself. All-pairs path: the candidates are a set, so the positive appears exactly once.
 
 An "excl" strategy needs, for every sequence, at least one other candidate sequence: a group
-with a single sequence in the batch (``same_speaker_excl``) or a batch of one sequence
-(``mixed_speaker_excl``) has none. With ``on_empty="error"`` (the default) this raises
+with a single sequence in the batch (``same_group_excl``) or a batch of one sequence
+(``batch_excl``) has none. With ``on_empty="error"`` (the default) this raises
 :class:`NegativeSamplingError` naming the groups and the fix. Checking needs the group ids on
 the host; for tensors on an accelerator, where the check would stall the device every step,
 callers pass ``on_empty="fallback"``: a sequence without candidates then draws from the other
-sequences of the batch (``mixed_speaker_excl``), and from itself if it is alone. Data
-pipelines should make the case impossible by construction (e.g. batches made of several
-windows per speaker), so that the fallback never triggers.
+sequences of the batch (``batch_excl``), and from itself if it is alone. Data pipelines
+should make the case impossible by construction (e.g. batches made of several sequences per
+group: several windows per speaker), so that the fallback never triggers. The all-pairs path
+checks on CPU tensors only; on an accelerator such a context has the positive as its only
+candidate (loss 0, counted as correct).
 
-The mutual-information lower bound reported is ``log(N + 1) - L`` (the paper's
-``I(x_{t+k}; c_t) >= log(N) - L_N`` with ``N`` there counting the positive too).
+The mutual-information lower bound reported is ``log(n) - L``, ``n`` the number of
+candidates including the positive (the paper's ``I(x_{t+k}; c_t) >= log(N) - L_N`` with
+``N`` there counting the positive too): ``n = N + 1`` on the sampled path, and the mean
+candidate count of the counted contexts on the all-pairs path.
 """
 
 from __future__ import annotations
@@ -51,19 +72,50 @@ import torch.nn.functional as F
 from torch import nn
 
 Strategy = Literal[
-    "mixed_speaker", "same_speaker", "mixed_speaker_excl", "same_speaker_excl", "current_sequence"
-]
-STRATEGIES: tuple[str, ...] = (
+    "batch",
+    "batch_excl",
+    "same_group",
+    "same_group_excl",
+    "current_sequence",
     "mixed_speaker",
-    "same_speaker",
     "mixed_speaker_excl",
+    "same_speaker",
     "same_speaker_excl",
+]
+#: The canonical strategy names (see the module docstring).
+STRATEGIES: tuple[str, ...] = (
+    "batch",
+    "batch_excl",
+    "same_group",
+    "same_group_excl",
     "current_sequence",
 )
+#: The speech names of the paper's Table 2 (the group is the speaker) -> canonical names.
+STRATEGY_ALIASES: dict[str, str] = {
+    "mixed_speaker": "batch",
+    "mixed_speaker_excl": "batch_excl",
+    "same_speaker": "same_group",
+    "same_speaker_excl": "same_group_excl",
+}
 
 
 class NegativeSamplingError(ValueError):
     """The batch cannot supply negatives for the requested strategy."""
+
+
+def canonical_strategy(name: str) -> str:
+    """The canonical name of strategy ``name`` (a canonical name or an alias).
+
+    Raises :class:`NegativeSamplingError` naming the valid choices for an unknown name.
+    """
+    if name in STRATEGIES:
+        return name
+    if name in STRATEGY_ALIASES:
+        return STRATEGY_ALIASES[name]
+    aliases = ", ".join(f"{a} -> {c}" for a, c in STRATEGY_ALIASES.items())
+    raise NegativeSamplingError(
+        f"unknown negative strategy {name!r}; choose one of {list(STRATEGIES)} (aliases: {aliases})"
+    )
 
 
 @dataclass
@@ -82,29 +134,52 @@ def _candidates(
     strategy: str, groups: torch.Tensor | None, batch: int, device: torch.device
 ) -> torch.Tensor:
     """(B, B) bool: may sequence ``j`` supply negatives for sequence ``i``."""
+    canon = canonical_strategy(strategy)
     eye = torch.eye(batch, dtype=torch.bool, device=device)
-    if strategy == "mixed_speaker":
+    if canon == "batch":
         return torch.ones(batch, batch, dtype=torch.bool, device=device)
-    if strategy == "mixed_speaker_excl":
+    if canon == "batch_excl":
         return ~eye
-    if strategy == "current_sequence":
+    if canon == "current_sequence":
         return eye
     if groups is None:
         raise NegativeSamplingError(
-            f"negative strategy {strategy!r} needs a group id per sequence (e.g. the speaker); "
-            "pass groups=, or use mixed_speaker / mixed_speaker_excl / current_sequence"
+            f"negative strategy {strategy!r} needs a group id per sequence (e.g. the speaker "
+            "of an utterance, the image of a patch column); pass groups=, or use "
+            "'batch' / 'batch_excl' / 'current_sequence'"
         )
     if groups.shape != (batch,):
         raise ValueError(f"groups must have shape ({batch},), got {tuple(groups.shape)}")
     same = groups.view(-1, 1) == groups.view(1, -1)
-    return same & ~eye if strategy == "same_speaker_excl" else same
+    return same & ~eye if canon == "same_group_excl" else same
+
+
+def _raise_if_empty(
+    strategy: str, cand: torch.Tensor, groups: torch.Tensor | None, batch: int
+) -> None:
+    """Raise NegativeSamplingError if a sequence has no candidate sequence (host check)."""
+    empty = (cand.sum(1) == 0).nonzero().flatten().tolist()
+    if not empty:
+        return
+    if canonical_strategy(strategy) == "batch_excl":
+        raise NegativeSamplingError(
+            f"negative strategy {strategy!r} needs at least 2 sequences per batch, got "
+            f"{batch}; raise the batch size or use 'batch' / 'current_sequence'"
+        )
+    bad = sorted({int(groups[i]) for i in empty}) if groups is not None else []
+    raise NegativeSamplingError(
+        f"negative strategy {strategy!r}: group(s) {bad} (e.g. speakers) have a single "
+        f"sequence in this batch (sequences {empty}), so no other sequence of the same group "
+        "can supply negatives; build batches with at least 2 sequences per group (e.g. "
+        "several windows per speaker), or use 'same_group' / 'batch_excl'"
+    )
 
 
 def sample_negatives(
     batch: int,
     steps: int,
     num_negatives: int,
-    strategy: str = "mixed_speaker",
+    strategy: str = "batch",
     groups: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -116,8 +191,10 @@ def sample_negatives(
     Args:
         batch, steps: B sequences of T frames (the shape of the target tensor).
         num_negatives: N, negatives per context position.
-        strategy: one of :data:`STRATEGIES` (see the module docstring).
-        groups: (B,) integer group id per sequence; needed by the ``same_speaker*`` strategies.
+        strategy: one of :data:`STRATEGIES` or an alias of :data:`STRATEGY_ALIASES` (see the
+            module docstring).
+        groups: (B,) integer group id per sequence (e.g. the speaker); needed by the
+            ``same_group*`` strategies.
         lengths: (B,) valid frames per sequence (default: all T); negatives are drawn from
             valid frames only. Every length must be >= 1.
         generator: random generator on ``device`` (for reproducible negatives).
@@ -127,10 +204,7 @@ def sample_negatives(
     Returns:
         :class:`Negatives` with ``(B, T, N)`` sequence and time indices.
     """
-    if strategy not in STRATEGIES:
-        raise NegativeSamplingError(
-            f"unknown negative strategy {strategy!r}; choose one of {list(STRATEGIES)}"
-        )
+    canonical_strategy(strategy)
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
     if device is None:
@@ -139,28 +213,16 @@ def sample_negatives(
     device = torch.device(device)
     shape = (batch, steps, num_negatives)
     cand = _candidates(strategy, groups.to(device) if groups is not None else None, batch, device)
-    counts = cand.sum(1)
     if on_empty == "error":
         if device.type != "cpu":
             raise ValueError(
                 "on_empty='error' checks the batch on the host; pass CPU tensors or use "
                 "on_empty='fallback' on an accelerator"
             )
-        empty = (counts == 0).nonzero().flatten().tolist()
-        if empty:
-            if strategy == "mixed_speaker_excl":
-                raise NegativeSamplingError(
-                    "negative strategy 'mixed_speaker_excl' needs at least 2 sequences per "
-                    "batch, got 1; raise the batch size or use 'current_sequence'"
-                )
-            bad = sorted({int(groups[i]) for i in empty}) if groups is not None else []
-            raise NegativeSamplingError(
-                f"negative strategy {strategy!r}: group(s) {bad} have a single sequence in this "
-                f"batch (sequences {empty}), so no other sequence of the same group can supply "
-                "negatives; build batches with at least 2 sequences per group, or use "
-                "'same_speaker' / 'mixed_speaker_excl'"
-            )
+        _raise_if_empty(strategy, cand, groups, batch)
+        counts = cand.sum(1)
     elif on_empty == "fallback":
+        counts = cand.sum(1)
         eye = torch.eye(batch, dtype=torch.bool, device=device)
         cand = torch.where((counts == 0).view(-1, 1), ~eye, cand)
         counts = cand.sum(1)
@@ -250,6 +312,33 @@ class Predictors(nn.Module):
         return out.view(*context.shape[:-1], self.num_steps, self.target_dim)
 
 
+def _check_shapes(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[int, int, int, int]:
+    """(B, T, K, D) of predictions (B, T, K, D) and targets (B, T, D); ValueError if unusable."""
+    b, t, k, d = predictions.shape
+    if targets.shape != (b, t, d):
+        raise ValueError(
+            f"targets must be (B, T, D) = {(b, t, d)} to match predictions, "
+            f"got {tuple(targets.shape)}"
+        )
+    if t <= k:
+        raise ValueError(
+            f"sequences of {t} frames are too short to predict {k} steps ahead; "
+            "use longer windows or fewer prediction steps"
+        )
+    return b, t, k, d
+
+
+def _context_mask(
+    b: int, t: int, k: int, lengths: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """(B, T, K) bool: context ``(b, t)`` counts for step ``k`` (``t + k < lengths[b]``)."""
+    steps = torch.arange(1, k + 1, device=device)
+    pos_t = torch.arange(t, device=device).view(t, 1) + steps.view(1, k)  # (T, K)
+    if lengths is None:
+        return (pos_t < t).unsqueeze(0).expand(b, t, k)
+    return pos_t.unsqueeze(0) < lengths.to(device).view(b, 1, 1)
+
+
 def info_nce(
     predictions: torch.Tensor,
     targets: torch.Tensor,
@@ -271,17 +360,7 @@ def info_nce(
         positive scores highest among the 1 + N candidates; ties count for the positive),
         ``mi_bound`` (scalar, ``log(N + 1) - loss``), ``mi_bound_per_k`` (K,).
     """
-    b, t, k, d = predictions.shape
-    if targets.shape != (b, t, d):
-        raise ValueError(
-            f"targets must be (B, T, D) = {(b, t, d)} to match predictions, "
-            f"got {tuple(targets.shape)}"
-        )
-    if t <= k:
-        raise ValueError(
-            f"sequences of {t} frames are too short to predict {k} steps ahead; "
-            "use longer windows or fewer prediction steps"
-        )
+    b, t, k, d = _check_shapes(predictions, targets)
     n = negatives.seq.shape[-1]
     dev = targets.device
     # Candidates of context (b, t): its K positives z[b, t + 1 .. t + K] (zero frames past the
@@ -307,13 +386,7 @@ def info_nce(
     nll = torch.logsumexp(logits, dim=-1) - logits[..., 0]  # (B, T, K)
     correct = (logits.argmax(dim=-1) == 0).float()
 
-    steps = torch.arange(1, k + 1, device=targets.device)
-    pos_t = torch.arange(t, device=targets.device).view(t, 1) + steps.view(1, k)  # (T, K)
-    if lengths is None:
-        mask = (pos_t < t).unsqueeze(0).expand(b, t, k)
-    else:
-        mask = pos_t.unsqueeze(0) < lengths.to(targets.device).view(b, 1, 1)
-    mask = mask.float()
+    mask = _context_mask(b, t, k, lengths, dev).float()
     count = mask.sum(dim=(0, 1)).clamp_min(1.0)
     loss_per_k = (nll * mask).sum(dim=(0, 1)) / count
     accuracy = (correct * mask).sum(dim=(0, 1)) / count
@@ -328,11 +401,114 @@ def info_nce(
     }
 
 
+def info_nce_all_pairs(
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    strategy: str = "batch",
+    groups: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """InfoNCE with every permitted target frame of the batch as a negative ("all pairs").
+
+    The candidates of context ``(b, t)`` for step ``k`` are every valid target frame
+    ``z[b', t']`` (``t' < lengths[b']``) of every sequence ``b'`` that ``strategy`` permits
+    for ``b``, plus the positive ``z[b, t + k]`` (always, once; for the ``*_excl`` strategies
+    the positive's own sequence is otherwise excluded). The scores are one matmul,
+    ``predictions.reshape(B * T * K, D) @ targets.reshape(B * T, D).T``, masked to ``-inf``
+    outside the candidates: memory grows with ``B * T * D`` plus the ``(B * T * K, B * T)``
+    score matrix, and no ``(B, T, N, D)`` gathered copies are made. No Python loop, no host
+    synchronisation on an accelerator.
+
+    Args:
+        predictions: (B, T, K, D); ``predictions[b, t, k-1]`` is ``W_k c_t``.
+        targets: (B, T, D) encoder outputs ``z``.
+        strategy: one of :data:`STRATEGIES` or an alias of :data:`STRATEGY_ALIASES`.
+        groups: (B,) integer group id per sequence (e.g. the speaker); needed by the
+            ``same_group*`` strategies.
+        lengths: (B,) valid frames per sequence (default: all T), each >= 1. Frames past a
+            length are never candidates; context ``(b, t)`` counts for step k only if
+            ``t + k < lengths[b]``.
+
+    Returns:
+        The dict of :func:`info_nce`: ``loss`` (scalar: mean over k of the per-k mean
+        cross-entropy of the positive among its candidates), ``loss_per_k`` (K,),
+        ``accuracy`` (K,) (fraction of contexts whose positive scores at least as high as
+        every other candidate: ties count for the positive), ``mi_bound`` (scalar,
+        ``log(n) - loss`` with ``n`` the mean number of candidates, positive included, over
+        all counted ``(b, t, k)``; with all frames valid and strategy ``batch`` that is
+        ``log(B * T) - loss``), ``mi_bound_per_k`` (K,) (the same with the mean over the
+        contexts counted for each k, and ``loss_per_k``).
+
+    Raises:
+        NegativeSamplingError: for CPU tensors, when the strategy leaves a sequence without
+            any candidate sequence (``batch_excl`` with B == 1, ``same_group_excl`` with a
+            single sequence in a group). On other devices this is not checked (no sync):
+            such a context has the positive as its only candidate (loss 0, correct).
+    """
+    b, t, k, d = _check_shapes(predictions, targets)
+    dev = targets.device
+    if groups is not None:
+        groups = groups.to(dev)
+    cand = _candidates(strategy, groups, b, dev)  # (B, B)
+    if dev.type == "cpu":
+        _raise_if_empty(strategy, cand, groups, b)
+    frames = torch.arange(t, device=dev)
+    if lengths is None:
+        seq_len = torch.full((b,), t, device=dev)
+        valid = torch.ones(b, t, dtype=torch.bool, device=dev)
+    else:
+        seq_len = lengths.to(dev).long()
+        valid = frames.view(1, t) < seq_len.view(b, 1)
+    # Columns that context rows of sequence i may score: (B, B * T), tiny.
+    col_ok = (cand.view(b, b, 1) & valid.view(1, b, t)).view(b, 1, 1, b * t)
+
+    # One matmul: every prediction W_k c_t against every target frame of the batch.
+    scores = predictions.reshape(b * t * k, d) @ targets.reshape(b * t, d).T
+    scores = scores.view(b, t, k, b * t).float()
+    # Column of the positive z[b, t + k]; past the end (context not counted) any frame of
+    # sequence b does, so that every row has a finite candidate and no NaN can appear.
+    pos_frame = (frames.view(t, 1) + torch.arange(1, k + 1, device=dev).view(1, k)).clamp_max(t - 1)
+    pos_col = (torch.arange(b, device=dev).view(b, 1, 1) * t + pos_frame).unsqueeze(-1)
+    pos_score = scores.gather(-1, pos_col)  # (B, T, K, 1)
+    logits = scores.masked_fill(~col_ok, float("-inf"))
+    logits.scatter_(-1, pos_col, pos_score)  # the positive is always a candidate
+    nll = torch.logsumexp(logits, dim=-1) - pos_score.squeeze(-1)  # (B, T, K)
+    correct = (pos_score.squeeze(-1) >= logits.amax(dim=-1)).float()
+
+    mask = _context_mask(b, t, k, lengths, dev).float()
+    count = mask.sum(dim=(0, 1)).clamp_min(1.0)
+    loss_per_k = (nll * mask).sum(dim=(0, 1)) / count
+    accuracy = (correct * mask).sum(dim=(0, 1)) / count
+    loss = loss_per_k.mean()
+    # Candidates per context of sequence i: the valid frames of its candidate sequences,
+    # plus the positive when its own sequence is not among them. Depends on i only.
+    n_cand = (cand.float() * seq_len.float().view(1, b)).sum(1) + (~cand.diagonal()).float()
+    counted = mask.sum(dim=1)  # (B, K)
+    n_k = (n_cand.view(b, 1) * counted).sum(0) / count
+    n_all = (n_cand.view(b, 1) * counted).sum() / counted.sum().clamp_min(1.0)
+    return {
+        "loss": loss,
+        "loss_per_k": loss_per_k.detach(),
+        "accuracy": accuracy.detach(),
+        "mi_bound": (torch.log(n_all.clamp_min(1.0)) - loss).detach(),
+        "mi_bound_per_k": (torch.log(n_k.clamp_min(1.0)) - loss_per_k).detach(),
+    }
+
+
 class InfoNCE(nn.Module):
-    """Predictors ``W_k`` plus negative sampling plus the InfoNCE loss.
+    """Predictors ``W_k`` plus the negatives plus the InfoNCE loss.
 
     ``forward(context (B, T, C), targets (B, T, D), groups=None (B,), lengths=None (B,),
     generator=None)`` returns the dict of :func:`info_nce`.
+
+    Args:
+        context_dim, target_dim: C and D.
+        num_steps: K, steps predicted ahead.
+        num_negatives: N negatives sampled per context position (:func:`sample_negatives` +
+            :func:`info_nce`), or 0 = all pairs: every permitted target frame of the batch is
+            a negative (:func:`info_nce_all_pairs`; ``generator`` is then unused).
+        strategy: one of :data:`STRATEGIES` or an alias of :data:`STRATEGY_ALIASES`; kept as
+            given in ``self.strategy``.
     """
 
     def __init__(
@@ -341,13 +517,12 @@ class InfoNCE(nn.Module):
         target_dim: int,
         num_steps: int,
         num_negatives: int,
-        strategy: str = "mixed_speaker",
+        strategy: str = "batch",
     ) -> None:
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise NegativeSamplingError(
-                f"unknown negative strategy {strategy!r}; choose one of {list(STRATEGIES)}"
-            )
+        canonical_strategy(strategy)
+        if num_negatives < 0:
+            raise ValueError(f"num_negatives must be >= 0 (0 = all pairs), got {num_negatives}")
         self.predictors = Predictors(context_dim, target_dim, num_steps)
         self.num_negatives = num_negatives
         self.strategy = strategy
@@ -360,6 +535,10 @@ class InfoNCE(nn.Module):
         lengths: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
+        if self.num_negatives == 0:
+            return info_nce_all_pairs(
+                self.predictors(context), targets, self.strategy, groups, lengths
+            )
         b, t = targets.shape[:2]
         on_cpu = targets.device.type == "cpu"
         negatives = sample_negatives(

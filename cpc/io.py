@@ -3,9 +3,12 @@ destination and renamed into place, so a killed process leaves the old file or n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,3 +92,23 @@ def temp_dir_near(path: Pathlike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+
+
+def sha256_file(path: Pathlike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hex sha256 of a JSON-serialisable object (keys sorted: equal objects, equal hashes)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def command_line() -> str:
+    """The running command, shell-quoted (for info.json, cmd.txt and logs)."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])

@@ -77,7 +77,13 @@ def kstep_accuracy_png(curves: dict[str, Sequence[float]], path: Pathlike, title
     return _save(fig, path)
 
 
-def scatter_png(points: np.ndarray, labels: Sequence[str], path: Pathlike, title: str = "") -> Path:
+def scatter_png(
+    points: np.ndarray,
+    labels: Sequence[str],
+    path: Pathlike,
+    title: str = "",
+    legend_title: str = "",
+) -> Path:
     """2-D points (e.g. a t-SNE embedding) coloured by label, with a legend."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -89,7 +95,7 @@ def scatter_png(points: np.ndarray, labels: Sequence[str], path: Pathlike, title
         ax.scatter(points[sel, 0], points[sel, 1], s=14, color=cmap(i % cmap.N), label=lab)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=7, markerscale=1.2, title="speaker", title_fontsize=8, loc="best")
+    ax.legend(fontsize=7, markerscale=1.2, title=legend_title or None, title_fontsize=8, loc="best")
     if title:
         ax.set_title(title)
     return _save(fig, path)

@@ -17,14 +17,14 @@ Measures, in one run:
              config's data section) delivers, beside the rate its training step consumes.
   extract    real-time factor of CPC feature extraction (the paper model, random init) through
              the project's dump path (cpc/audio/extractor.py + cpc/features.write_part,
-             HDF5 output), as local/extract_features.py runs it.
+             HDF5 output), as egs/librispeech100/local/extract_features.py runs it.
   probe      training time per epoch of the linear and MLP probes (cpc/probes.py) on N
              synthetic rows of 256-d features with 41 classes.
 
 The data and extraction parts need a corpus: --manifest-dir points at stage-1 manifests
 (librispeech_cuts_{train,test}.jsonl.gz); without it a tiny embedded mini-LibriSpeech is built
-in a temporary directory with the project's own tools (local/make_mini_librispeech.py,
-egs/librispeech100/local/prepare_manifests.py and prepare_labels.py).
+in a temporary directory with the recipe's own tools (egs/librispeech100/local/:
+make_mini_librispeech.py, prepare_manifests.py and prepare_labels.py).
 
 Outputs: a table on stdout, progress as log lines on stderr, and with --json PATH a JSON file:
   machine                 CPU/GPU, cores, threads, torch version, OpenMP settings, load
@@ -654,7 +654,7 @@ def build_corpus(work: Path, speakers: int, minutes: float, seed: int) -> Path:
     steps = [
         [
             py,
-            str(ROOT / "local" / "make_mini_librispeech.py"),
+            str(ROOT / "egs" / "librispeech100" / "local" / "make_mini_librispeech.py"),
             "--out-dir",
             str(work / "mini"),
             "--speakers",
@@ -743,28 +743,30 @@ def run_extract(
     manifest_dir: Path, config: str, work: Path, device: str, seed: int
 ) -> dict[str, Any]:
     """Real-time factor of dumping c_t of the config's random-init model for every cut of
-    the train and test manifests (extraction + HDF5 writing, as local/extract_features.py)."""
+    the train and test manifests (extraction + HDF5 writing, as stage 3 does)."""
     from lhotse import load_manifest_lazy
 
+    from cpc.audio.constants import DUMP_SPEC, SAMPLING_RATE, cuts_path
     from cpc.audio.extractor import batch_fn_for, random_init_source
     from cpc.features import write_part
 
     extractor, _ = random_init_source(str(config_path(config)), [], seed, "c", device)
     cuts = []
     for part in ("train", "test"):
-        p = manifest_dir / f"librispeech_cuts_{part}.jsonl.gz"
+        p = cuts_path(manifest_dir, part)
         if p.is_file():
             cuts += list(load_manifest_lazy(p))
     if not cuts:
         raise BenchError(f"no librispeech_cuts_{{train,test}}.jsonl.gz in {manifest_dir}")
-    # As local/extract_features.py: one utterance at a time on CPU, 120 s batches on GPU.
+    # As stage 3: one utterance at a time on CPU, 120 s batches on GPU.
     max_duration = 0.0 if device == "cpu" else 120.0
     _, stats = write_part(
         cuts,
         batch_fn_for(extractor),
         work / "extract_feats",
         feature_type="cpc",
-        dim=extractor.feature_dim(16000),
+        dim=extractor.feature_dim(SAMPLING_RATE),
+        spec=DUMP_SPEC,
         max_duration=max_duration,
         desc="extract",
     )
@@ -787,8 +789,8 @@ def run_extract(
 
 
 def run_probe(rows: int, device: str, seed: int, epochs: int = 1) -> dict[str, Any]:
-    """Seconds per epoch of the linear and MLP (1024 hidden) probes on ``rows`` synthetic
-    rows of 256-d features, 41 classes (local/probe.py's phone-probe shapes)."""
+    """Seconds per epoch of the linear and MLP (512 hidden units, as stage 4) probes on
+    ``rows`` synthetic rows of 256-d features, 41 classes (the phone probe's shapes)."""
     from cpc.probes import ProbeConfig, ProbeData, train_probe
 
     dim, classes = 256, 41
@@ -802,7 +804,7 @@ def run_probe(rows: int, device: str, seed: int, epochs: int = 1) -> dict[str, A
 
     train, test = make(rows), make(min(rows, 20000))
     res: dict[str, Any] = {"rows": rows, "dim": dim, "classes": classes, "device": device}
-    for name, hidden, lr in (("linear", 0, 1e-2), ("mlp", 1024, 2e-3)):
+    for name, hidden, lr in (("linear", 0, 1e-2), ("mlp", 512, 2e-3)):
         cfg = ProbeConfig(hidden_dim=hidden, epochs=epochs, lr=lr, seed=seed, device=device)
         r = train_probe(train, test, classes, cfg)
         res[name] = {

@@ -87,7 +87,7 @@ else
 fi
 
 "$venv/bin/python" - <<'PY'
-import torch, torchaudio, lhotse, soundfile, kaldialign, espeakng_loader, h5py  # noqa: F401
+import torch, torchaudio, lhotse, soundfile, rdata, espeakng_loader, h5py  # noqa: F401
 print("torch", torch.__version__, "torchaudio", torchaudio.__version__, "lhotse", lhotse.__version__)
 PY
 echo "$hash" > "$stamp"

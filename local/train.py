@@ -1,51 +1,64 @@
 #!/usr/bin/env python3
-"""CPC pre-training on speech (stage 2), under torchrun or as a single process.
+"""CPC pre-training for any domain (stage 2 of the recipes), under torchrun or alone.
+
+The domain comes from the config's top-level ``domain:`` key (e.g. ``audio``): its package
+builds the model and the data (see cpc/domain.py); the loop is cpc.trainer.Trainer.
 
 Inputs:
-  --config        YAML training config (sections model, data, optim, train), e.g.
-                  conf/cpc_small.yaml
-  --override      config overrides ``section.key=value`` (e.g. optim.lr=1e-3 train.max_steps=200)
-  --manifest-dir  directory with the stage-1 cuts librispeech_cuts_train.jsonl.gz
+  --config        YAML training config (domain + sections model, data, optim, train), e.g.
+                  egs/librispeech100/conf/cpc_small.yaml
+  --override      config overrides section.key=value (e.g. optim.lr=1e-3 train.max_steps=200)
+  --data-dir      where the domain's prepared data is (speech: the stage-1 manifests,
+                  data/manifests/librispeech_cuts_train.jsonl.gz)
   --seed          random seed (model init, data order, negatives); sets train.seed
 
 Outputs (in --exp-dir):
   config.yaml          the resolved config (written once the run is known to be resumable)
   cmd.txt              the command line of the latest invocation
   checkpoint-<N>.pt    training checkpoints (the newest train.keep_last are kept)
-  best.pt              the final model, read by stage 3 (cpc.audio.model.load_cpc_model)
-  metrics.jsonl        loss, per-k accuracy, MI bound, lr, time every train.log_interval steps
+  best.pt              the checkpoint with the lowest validation loss (read by later stages)
+  metrics.jsonl        training (loss, per-k accuracy, MI bound, lr, time) and validation
+                       records
   tensorboard/         the same as TensorBoard scalars
   log/log-train-*      the log of each invocation
 
-A run whose exp dir holds checkpoints resumes from the newest readable one and ends at the same
-step count; a checkpoint of a different model config is refused with the differing keys.
+A run whose exp dir holds checkpoints resumes from the newest readable one and ends at the
+same step. Checkpoints record what they were made from (config keys that shape training,
+the data's content signature, the seed, processes x gradient accumulation): resuming one
+made from other inputs is refused, naming the differences; --restart-exp true moves the old
+experiment aside (renamed, never deleted) and trains from scratch instead.
+
+Exit status: 0 done (or, with --check-only, nothing to refuse), 1 error, 3 (--check-only)
+the exp dir holds checkpoints of other inputs.
 
 Example (from egs/librispeech100):
-  torchrun --standalone --nproc-per-node 2 ../../local/train.py --config conf/cpc_small.yaml \
-    --exp-dir exp/cpc_small --manifest-dir data/manifests --seed 42
+  torchrun --standalone --nproc-per-node 2 ../../local/train.py --config conf/cpc_small.yaml \\
+    --exp-dir exp/cpc_small --data-dir data/manifests --seed 42
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
+EXIT_MISMATCH = 3
+
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    from cpc.cli import HelpFormatter, str2bool
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", required=True, help="training config YAML")
     parser.add_argument("--exp-dir", required=True, help="experiment directory (outputs)")
     parser.add_argument(
+        "--data-dir",
         "--manifest-dir",
+        dest="data_dir",
         default="data/manifests",
-        help="directory holding librispeech_cuts_train.jsonl.gz (stage 1)",
+        help="the domain's prepared training data (speech: the stage-1 cut manifests)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (sets train.seed)")
     parser.add_argument(
@@ -53,6 +66,21 @@ def get_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         help="config overrides section.key=value, space separated",
+    )
+    parser.add_argument(
+        "--restart-exp",
+        type=str2bool,
+        default=False,
+        help="if --exp-dir holds checkpoints made from other inputs, rename it to "
+        "<exp-dir>.old-<time> and train from scratch (false: refuse, naming the differences)",
+    )
+    parser.add_argument(
+        "--check-only",
+        type=str2bool,
+        default=False,
+        help="only check whether --exp-dir can be resumed (exit 0) or holds checkpoints of "
+        f"other inputs (exit {EXIT_MISMATCH}; with --restart-exp true they are moved aside "
+        "and the exit status is 0); train nothing",
     )
     return parser
 
@@ -66,68 +94,88 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     import torch
+    import torch.distributed as dist
 
-    from cpc.audio.config import load_train_config
-    from cpc.audio.data import AudioDataError, AudioWindowData, load_train_cuts, train_cuts_path
-    from cpc.audio.model import build_cpc_model
-    from cpc.checkpoint import CheckpointError
+    from cpc.checkpoint import CheckpointError, IdentityMismatch, move_aside
     from cpc.config import ConfigError, config_to_dict, save_config
+    from cpc.domain import config_domain, load_domain
     from cpc.infonce import NegativeSamplingError
-    from cpc.io import write_text_atomic
+    from cpc.io import command_line, write_text_atomic
     from cpc.log import setup_logging
     from cpc.trainer import Trainer, cleanup_distributed, init_distributed
 
     exp_dir = Path(args.exp_dir)
     try:
-        cfg = load_train_config(args.config, args.override + [f"train.seed={args.seed}"])
+        domain = load_domain(config_domain(args.config))
+        cfg = domain.load_config(args.config, args.override + [f"train.seed={args.seed}"])
     except ConfigError as e:
         setup_logging()
         logging.error(str(e))
         return 1
-    env = init_distributed(cfg.train.device)
+    env = init_distributed("cpu" if args.check_only else cfg.train.device)
     stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
-    setup_logging(exp_dir / "log" / f"log-train-{stamp}", rank=env.rank)
+    log_file = None if args.check_only else exp_dir / "log" / f"log-train-{stamp}"
+    setup_logging(log_file, rank=env.rank)
+    ways_out = (
+        "Either train under another name (run.sh --tag NEW; local/train.py --exp-dir NEW), or "
+        f"pass --restart-exp true (run.sh or local/train.py), which renames {exp_dir} to "
+        f"{exp_dir}.old-<time> and trains from scratch."
+    )
     try:
-        if not train_cuts_path(args.manifest_dir).is_file():
-            raise FileNotFoundError(
-                f"{train_cuts_path(args.manifest_dir)} not found: run stages 0-1 first "
-                "(./run.sh --stage 0 --stop-stage 1)"
-            )
         torch.manual_seed(cfg.train.seed)
-        model = build_cpc_model(cfg.model)
+        model = domain.build_model(cfg)
         n_params = sum(p.numel() for p in model.parameters())
-        logging.info(f"model: {n_params / 1e6:.2f} M parameters; config {args.config}")
-        data = AudioWindowData(
-            load_train_cuts(args.manifest_dir),
-            cfg.data,
-            seed=cfg.train.seed,
-            sample_rate=cfg.model.sample_rate,
-            pin_memory=env.device.type == "cuda",
-        )
-        trainer = Trainer(
-            model,
-            data,
-            cfg.train,
-            cfg.optim,
-            exp_dir,
-            config=config_to_dict(cfg),
-            dist_env=env,
-        )
-        trainer.prepare()  # refuses a checkpoint of another model before anything is written
+        logging.info(f"{domain.name} model: {n_params / 1e6:.2f} M parameters; {args.config}")
+        data = domain.build_data(cfg, args.data_dir, env)
+
+        def trainer() -> Trainer:
+            return Trainer(
+                model,
+                data.train,
+                cfg.train,
+                cfg.optim,
+                exp_dir,
+                config=config_to_dict(cfg),
+                dist_env=env,
+                valid_data=data.valid,
+                data_identity=data.identity,
+                run_only_keys=domain.run_only_keys,
+            )
+
+        t = trainer()
+        try:
+            t.prepare()  # refuses checkpoints of other inputs before anything is written
+        except IdentityMismatch as e:
+            if not args.restart_exp:
+                if args.check_only:
+                    logging.error(f"{e}\n{ways_out}")
+                    return EXIT_MISMATCH
+                raise CheckpointError(f"{e}\n{ways_out}") from e
+            if env.is_main:
+                old = move_aside(exp_dir)
+                logging.warning(f"{exp_dir} held another experiment: moved it to {old}")
+            if env.world_size > 1:
+                dist.barrier()
+            if log_file is not None:
+                setup_logging(log_file, rank=env.rank)  # the old file moved with the old dir
+            t = trainer()
+            t.prepare()
+        if args.check_only:
+            return 0
         if env.is_main:
             save_config(cfg, exp_dir / "config.yaml")
-            cmd = shlex.join([Path(sys.executable).name, *sys.argv])
             write_text_atomic(
                 exp_dir / "cmd.txt",
-                f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, {env.world_size} process(es)\n{cmd}\n",
+                f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, {env.world_size} process(es)\n"
+                f"{command_line()}\n",
             )
-        metrics = trainer.fit()
+        metrics = t.fit()
     except (
         ConfigError,
         CheckpointError,
-        AudioDataError,
         NegativeSamplingError,
         FileNotFoundError,
+        *domain.errors,
     ) as e:
         logging.error(str(e))
         return 1

@@ -1,4 +1,11 @@
-"""Factories for test fixtures: small synthetic corpora written into a test's ``tmp_path``.
+"""Factories for test fixtures: small synthetic corpora, manifests, dumps and models written
+into a test's ``tmp_path``. Every test module builds its fixtures from here.
+
+- :func:`make_tiny_corpus`: a LibriSpeech-layout corpus + CPC-release labels (below);
+- :func:`make_labelled_manifests`: that corpus through stages 0-1 (labelled cuts, lang dir);
+- :func:`tiny_cuts`: lhotse cuts over a tiny corpus, without labels (training data);
+- :func:`tiny_cpc_extractor`: an untrained tiny CPC model as a feature extractor;
+- :func:`mfcc_dump`: a stage-3 MFCC dump of labelled manifests.
 
 ``make_tiny_corpus(root)`` writes a LibriSpeech-layout corpus plus CPC-release-style labels:
 
@@ -25,7 +32,7 @@ import numpy as np
 import soundfile as sf
 from lhotse.utils import compute_num_frames
 
-from cpc.audio.labels import CPC_PHONES
+from cpc.audio.constants import PHONES as CPC_PHONES
 
 SAMPLING_RATE = 16000
 WORDS = "the cat sat on a mat while seven dogs ran past quietly into green fields".upper().split()
@@ -173,4 +180,60 @@ def _random_phone_runs(rng: np.random.Generator, num_frames: int) -> np.ndarray:
         out[pos : pos + run] = cls
         pos += run
         cls = int(rng.integers(0, len(CPC_PHONES)))
+    return out
+
+
+#: The model section of a tiny CPC speech model (16 channels, c_t of 8 dims).
+TINY_MODEL = {"channels": 16, "context_dim": 8, "prediction_steps": 2, "num_negatives": 2}
+
+
+def make_labelled_manifests(
+    root: Path, speakers: int = 2, chapters: int = 2, utts: int = 3, seed: int = 0
+) -> tuple[Path, Path, TinyCorpus]:
+    """Stage 0-1 outputs for a tiny corpus: ``(root/manifests, root/lang, corpus)``."""
+    from cpc.audio.labels import attach_phone_labels
+    from cpc.audio.librispeech import prepare_librispeech_manifests
+
+    corpus = make_tiny_corpus(
+        root / "corpus", speakers=speakers, chapters=chapters, utts=utts, seed=seed
+    )
+    prepare_librispeech_manifests(corpus.corpus_dir, root / "manifests", num_jobs=1)
+    attach_phone_labels(root / "manifests", corpus.labels_dir, root / "lang")
+    return root / "manifests", root / "lang", corpus
+
+
+def tiny_cuts(root: Path, speakers: int = 4, utts: int = 3, seed: int = 0):
+    """Cuts over a tiny LibriSpeech-layout corpus (1-3 s utterances, speaker = SPK)."""
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    corpus = make_tiny_corpus(root, speakers=speakers, chapters=1, utts=utts, seed=seed)
+    recs = RecordingSet.from_recordings(
+        Recording.from_file(corpus.flac(u), recording_id=u) for u in corpus.utt_ids
+    )
+    sups = SupervisionSet.from_segments(
+        SupervisionSegment(u, u, 0.0, recs[u].duration, speaker=u.split("-")[0])
+        for u in corpus.utt_ids
+    )
+    return CutSet.from_manifests(recordings=recs, supervisions=sups)
+
+
+def tiny_cpc_extractor(seed: int = 0, **model: object):
+    """An untrained tiny CPC model (:data:`TINY_MODEL` + ``model``) as a CPCExtractor."""
+    import torch
+
+    from cpc.audio.extractor import CPCExtractor
+    from cpc.audio.model import build_cpc_model
+
+    torch.manual_seed(seed)
+    return CPCExtractor.from_model(build_cpc_model({**TINY_MODEL, **model}))
+
+
+def mfcc_dump(manifests: Path, out: Path, parts: tuple[str, ...] = ("train", "test")) -> Path:
+    """A stage-3 MFCC dump of ``manifests`` in ``out``; returns ``out``."""
+    from cpc.audio.constants import DUMP_SPEC
+    from cpc.audio.extractor import batch_fn_for, mfcc_source
+    from cpc.features import dump_features
+
+    ext, source = mfcc_source()
+    dump_features(manifests, out, batch_fn_for(ext), "mfcc", 39, source, DUMP_SPEC, parts=parts)
     return out

@@ -129,7 +129,7 @@ def test_data_extract_and_probe_parts(tmp_path: Path) -> None:
     assert e["audio_s"] == pytest.approx(total, abs=0.05)
     assert e["rtf_x_realtime"] > 0
     p = bench.run_probe(rows=2000, device="cpu", seed=0)
-    assert p["s_per_epoch"] == p["linear"]["s_per_epoch"] and p["mlp"]["hidden_dim"] == 1024
+    assert p["s_per_epoch"] == p["linear"]["s_per_epoch"] and p["mlp"]["hidden_dim"] == 512
 
 
 def test_table_reports_every_part() -> None:

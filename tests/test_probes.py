@@ -42,6 +42,29 @@ def test_separable_data_is_learned(hidden: int) -> None:
     assert all(a is not None and a > 0.95 for a in r.per_class_accuracy)
 
 
+def test_linear_probe_agrees_with_sklearn_logistic_regression() -> None:
+    """Unregularised multinomial logistic regression has one optimum: the probe's Adam
+    minibatch training must land where scikit-learn's lbfgs does (overlapping classes, so
+    the optimum is finite and the two can disagree)."""
+    from sklearn.linear_model import LogisticRegression
+
+    xa, ya = blobs(1800, 4, 5, sep=1.2, seed=3)
+    x, y, xt, yt = xa[:1200], ya[:1200], xa[1200:], ya[1200:]
+    tr, te = ProbeData.from_numpy(x, y), ProbeData.from_numpy(xt, yt)
+    cfg = ProbeConfig(epochs=1, min_steps=3000, batch_size=1200, lr=5e-2, seed=0)
+    r = train_probe(tr, te, 4, cfg)
+    ref = LogisticRegression(C=np.inf, max_iter=5000, tol=1e-10).fit(x, y)
+    ref_pred = ref.predict(xt)
+    assert r.accuracy == pytest.approx(float((ref_pred == yt).mean()), abs=1 / 600)
+    # same predicted class on (nearly) every test point
+    conf_ref = np.zeros((4, 4), dtype=np.int64)
+    np.add.at(conf_ref, (yt, ref_pred), 1)
+    assert np.abs(r.confusion - conf_ref).sum() <= 2
+    assert r.final_loss == pytest.approx(
+        -np.log(ref.predict_proba(x)[np.arange(len(y)), y]).mean(), abs=1e-3
+    )
+
+
 def test_shuffled_labels_give_chance() -> None:
     x, y = blobs(4000, 4, 8, sep=6.0, seed=0)
     y = np.random.default_rng(5).permutation(y)
@@ -140,15 +163,11 @@ def test_holdout_group_split() -> None:
 @pytest.fixture(scope="module")
 def dump(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny MFCC dump with labels: (feature_dir, lang_dir)."""
-    from cpc.audio.extractor import batch_fn_for, mfcc_source
-    from cpc.features import dump_features
-    from tests.test_features import make_labelled_manifests
+    from tests.factories import make_labelled_manifests, mfcc_dump
 
     root = tmp_path_factory.mktemp("probe")
     manifests, lang, _ = make_labelled_manifests(root, speakers=3, chapters=2, utts=3)
-    ext, source = mfcc_source()
-    dump_features(manifests, root / "mfcc", batch_fn_for(ext), "mfcc", 39, source)
-    return root / "mfcc", lang
+    return mfcc_dump(manifests, root / "mfcc"), lang
 
 
 def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
@@ -161,19 +180,40 @@ def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
     argv += ["--mlp-hidden", "16", "--min-steps", "0", "--num-threads", "1", "--seed", "1"]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["feature_type"] == "mfcc" and res["num_classes"] == 41
+    assert res["feature_type"] == "mfcc" and res["num_classes"] == 41 and res["task"] == "phone"
     for k in ("linear", "mlp", "linear_context"):
-        assert 0.0 <= res[k]["accuracy"] <= 1.0
         assert len(res[k]["per_class_accuracy"]) == 41 and "SIL" in res[k]["per_class_accuracy"]
-    assert res["linear_context"]["input_dim"] == 39 * 5
-    assert res["num_test_frames"] == sum(map(sum, res["linear"]["confusion"]))
+        conf = np.array(res[k]["confusion"])
+        # the accuracy is exactly the confusion matrix's diagonal over the test frames
+        assert res[k]["accuracy"] == np.trace(conf) / conf.sum()
+    assert res["linear_context"]["input_dim"] == 39 * 5 and res["mlp"]["config"]["min_steps"] == 0
+    assert res["num_test"] == sum(map(sum, res["linear"]["confusion"]))
     assert (out / "confusion_linear.png").stat().st_size > 1000
+    # the recorded values are what the seeded probe gives: recompute one in-process
+    again = _rerun_linear(feats, lang, seed=1, epochs=2)
+    assert res["linear"]["accuracy"] == again
     # resume: same inputs -> untouched; other options -> redone
     before = (out / "results.json").read_text()
     assert main(argv) == 0
     assert (out / "results.json").read_text() == before
     assert main(argv[:-1] + ["2"]) == 0
     assert json.loads((out / "results.json").read_text())["linear"]["config"]["seed"] == 2
+
+
+def _rerun_linear(feats: Path, lang: Path, seed: int, epochs: int) -> float:
+    """The linear phone probe of local/probe.py, recomputed from the dump by hand."""
+    from cpc.audio.constants import DUMP_SPEC, PREFIX
+    from cpc.features import collect_frames, load_dump
+
+    def labels(c, n):
+        return c.load_custom("phone_labels")
+
+    x_tr, y_tr, _, _ = collect_frames(list(load_dump(feats, "train", PREFIX)), DUMP_SPEC, labels)
+    x_te, y_te, _, _ = collect_frames(list(load_dump(feats, "test", PREFIX)), DUMP_SPEC, labels)
+    tr, te = ProbeData.from_numpy(x_tr, y_tr), ProbeData.from_numpy(x_te, y_te)
+    standardize(tr.x, te.x)
+    cfg = ProbeConfig(epochs=epochs, lr=1e-2, batch_size=1024, min_steps=0, seed=seed)
+    return train_probe(tr, te, 41, cfg).accuracy
 
 
 def test_speaker_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
@@ -187,7 +227,24 @@ def test_speaker_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
         argv = base + ["--output-dir", str(out), "--protocol", protocol]
         assert main(argv + ["--holdout-chapters", holdout]) == 0
         res = json.loads((out / "results.json").read_text())
-        assert res["num_speakers"] == 3 and 0.0 <= res["linear"]["accuracy"] <= 1.0
+        assert res["num_speakers"] == 3 and "confusion" not in res["linear"]
         assert res["protocol"] == protocol and res["holdout_chapters"] == (holdout == "true")
         assert res["chance"]["uniform"] == pytest.approx(1 / 3)
+        if holdout == "true":  # 3 speakers x 2 chapters x 3 utterances: one chapter held out
+            assert res["num_train_utts"] == 9 and res["num_test_utts"] == 9
+        else:
+            assert res["window_frames"] == 128 and res["unit"] == "mean of 128 frames"
     assert main(base + ["--output-dir", str(tmp_path / "x"), "--feature-dir", "nope"]) == 1
+
+
+def test_probe_cli_help_lists_every_task_option(capsys) -> None:
+    from local.probe import get_parser
+
+    text = get_parser().format_help()
+    assert "phone" in text and "speaker" in text
+    with pytest.raises(SystemExit):
+        get_parser().parse_args(["phone", "--help"])
+    out = capsys.readouterr().out
+    for opt in ("--lang-dir", "--mlp-hidden", "--context-frames", "--min-steps", "--seed"):
+        assert opt in out
+    assert "(default: 512)" in out

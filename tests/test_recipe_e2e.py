@@ -1,7 +1,11 @@
-"""The LibriSpeech-100 recipe end to end on a tiny embedded corpus (stages 0-5), in a copy of
-the recipe directory, then the resume behaviour: a second run skips every stage.
+"""The LibriSpeech-100 recipe end to end on a tiny embedded corpus, in a copy of the recipe
+directory: stages 0-5 with the values the run wrote checked against what its inputs give,
+a re-run that skips every stage, and every way of changing an input (seed, corpus, config
+contents, another corpus) ending in a model trained on the new inputs or in a refusal that
+names the difference, never in a silently reused model.
 
-CI runs the tiny variant (4 speakers, 2 minutes, conf/cpc_tiny.yaml, ~2-3 minutes on 2 cores).
+CI runs these tiny variants (4 speakers, 2 minutes, conf/cpc_tiny.yaml): a few minutes on
+2 cores.
 """
 
 from __future__ import annotations
@@ -12,11 +16,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from lhotse import load_manifest
+from lhotse.utils import compute_num_frames
+
+from cpc.audio.constants import DUMP_SPEC, PREFIX
+from cpc.features import collect_frames, load_dump
+from cpc.probes import ProbeConfig, ProbeData, majority_chance, standardize, train_probe
+from tests.factories import make_tiny_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "egs/librispeech100"
+TINY = ["--config", "conf/cpc_tiny.yaml", "--mini-speakers", "4", "--mini-minutes", "2"]
 
 
 def make_recipe_copy(dst: Path) -> Path:
@@ -31,49 +44,154 @@ def make_recipe_copy(dst: Path) -> Path:
     return dst
 
 
-def run_recipe(d: Path, *args: str) -> subprocess.CompletedProcess:
+def run_recipe(d: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     r = subprocess.run(
         ["./run.sh", *args], cwd=d, capture_output=True, text=True, env={**os.environ}
     )
-    assert r.returncode == 0, (
-        f"run.sh {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    )
+    if ok:
+        assert r.returncode == 0, (
+            f"run.sh {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+        )
     return r
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def phone_labels(cut, n):
+    return cut.load_custom("phone_labels")
 
 
 @pytest.mark.slow
 def test_stages_0_to_5_tiny(tmp_path: Path) -> None:
     d = make_recipe_copy(tmp_path / "librispeech100")
-    args = ["--config", "conf/cpc_tiny.yaml", "--mini-speakers", "4", "--mini-minutes", "2"]
-    run_recipe(d, "--stage", "0", "--stop-stage", "1", *args)
+    run_recipe(d, "--stage", "0", "--stop-stage", "1", *TINY)
 
-    # Stages 0-1: manifests, labels on every cut, both splits.
+    # Stages 0-1: manifests, labels on every cut with exactly the cut's 10 ms frame count.
     m = d / "data/manifests"
     for name in (
         "librispeech_recordings_train-clean-100.jsonl.gz",
         "librispeech_supervisions_train-clean-100.jsonl.gz",
     ):
         assert (m / name).is_file()
-    speakers = {}
+    speakers, test_labels = {}, []
     for split in ("train", "test"):
         cuts = load_manifest(m / f"librispeech_cuts_{split}.jsonl.gz")
         assert len(cuts) > 0
         for c in cuts:
-            labels = c.load_phone_labels()
-            assert labels.shape[0] == c.num_frames if c.has_features else labels.shape[0] > 0
+            labels = c.load_custom("phone_labels")
+            assert labels.shape == (compute_num_frames(c.duration, 0.01, 16000),)
             assert labels.min() >= 0 and labels.max() < 41
+            if split == "test":
+                test_labels.append(labels)
         speakers[split] = {c.supervisions[0].speaker for c in cuts}
     assert speakers["train"] == speakers["test"] and len(speakers["train"]) == 4
 
-    run_recipe(d, "--stage", "2", "--stop-stage", "5", *args)
-    results = json.loads((d / "exp/cpc_tiny/results.json").read_text())
-    rows = results["rows"] if "rows" in results else results
-    for feat in ("cpc", "mfcc", "random"):
-        assert feat in rows, results
-        for key in ("phone_linear", "phone_mlp", "speaker_linear"):
-            assert 0.0 <= rows[feat][key] <= 1.0, (feat, key, rows[feat])
-    assert (d / "exp/cpc_tiny/RESULTS.md").is_file()
+    run_recipe(d, "--stage", "2", "--stop-stage", "5", *TINY)
+    exp = d / "exp/cpc_tiny"
+    # Stage 2: best.pt is the checkpoint of the lowest validation loss in metrics.jsonl.
+    recs = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in recs if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [10, 20]
+    best = torch.load(exp / "best.pt", weights_only=True)
+    assert best["valid"]["loss"] == min(r["loss"] for r in valid)
+    assert best["step"] == min(valid, key=lambda r: r["loss"])["step"]
+    assert best["identity"]["config"]["train.seed"] == 42
+
+    # Stage 3: dumps with one frame per label, for every cut.
+    for feat in ("cpc_cpc_tiny", "mfcc", "random_cpc_tiny"):
+        for c in load_dump(d / "data" / feat, "test", PREFIX):
+            assert c.load_features().shape[0] == c.load_custom("phone_labels").shape[0]
+
+    # Stages 4-5: the table holds what the probes wrote; the probes' counts and chance
+    # levels are what the labels give; the accuracy is what the seeded probe gives.
+    results = json.loads((exp / "results.json").read_text())
+    y_test = np.concatenate(test_labels)
+    for feat, row in (("cpc_cpc_tiny", "cpc"), ("mfcc", "mfcc"), ("random_cpc_tiny", "random")):
+        phone = json.loads((exp / "probe_phone" / feat / "results.json").read_text())
+        speaker = json.loads((exp / "probe_speaker" / feat / "results.json").read_text())
+        r = results["rows"][row]
+        assert r["phone_linear"] == phone["linear"]["accuracy"]
+        assert r["phone_mlp"] == phone["mlp"]["accuracy"]
+        assert r["speaker_linear"] == speaker["linear"]["accuracy"]
+        assert phone["num_test"] == len(y_test) and speaker["num_speakers"] == 4
+        conf = np.array(phone["linear"]["confusion"])
+        assert conf.sum(1).tolist() == np.bincount(y_test, minlength=41).tolist()
+    feats = d / "data/mfcc"
+    x_tr, y_tr, _, _ = collect_frames(
+        list(load_dump(feats, "train", PREFIX)), DUMP_SPEC, phone_labels
+    )
+    x_te, y_te, _, _ = collect_frames(
+        list(load_dump(feats, "test", PREFIX)), DUMP_SPEC, phone_labels
+    )
+    mfcc_phone = json.loads((exp / "probe_phone/mfcc/results.json").read_text())
+    assert mfcc_phone["chance"]["majority"] == majority_chance(y_tr, y_te)
+    tr, te = ProbeData.from_numpy(x_tr, y_tr), ProbeData.from_numpy(x_te, y_te)
+    standardize(tr.x, te.x)
+    cfg = ProbeConfig(**mfcc_phone["linear"]["config"])
+    assert train_probe(tr, te, 41, cfg).accuracy == mfcc_phone["linear"]["accuracy"]
+    assert (exp / "RESULTS.md").is_file()
+    assert "pending" not in (exp / "RESULTS.md").read_text()
 
     # Everything is done: a second run skips all six stages.
-    r = run_recipe(d, "--stage", "0", "--stop-stage", "5", *args)
+    r = run_recipe(d, "--stage", "0", "--stop-stage", "5", *TINY)
     assert r.stderr.count("already done with the same options") == 6, r.stderr
+
+
+@pytest.mark.slow
+def test_changed_inputs_never_reuse_a_stale_model(tmp_path: Path) -> None:
+    d = make_recipe_copy(tmp_path / "librispeech100")
+    s02 = ["--stage", "0", "--stop-stage", "2"]
+    run_recipe(d, *s02, *TINY)
+    first = weights(d / "exp/cpc_tiny/best.pt")
+
+    # Another seed: a new experiment (exp/cpc_tiny_seed7) with other weights; the seed-42
+    # experiment is untouched; an unchanged re-run skips every stage.
+    run_recipe(d, *s02, *TINY, "--seed", "7")
+    seven = weights(d / "exp/cpc_tiny_seed7/best.pt")
+    assert not same_weights(first, seven)
+    assert same_weights(first, weights(d / "exp/cpc_tiny/best.pt"))
+    r = run_recipe(d, *s02, *TINY, "--seed", "7")
+    assert r.stderr.count("already done with the same options") == 3, r.stderr
+
+    # The clean corpus variant (same ids and durations, other audio) under the same tag:
+    # stage 2 refuses, naming the data; --restart-exp true moves the old experiment aside.
+    r = run_recipe(d, *s02, *TINY, "--mini-clean", "true", ok=False)
+    assert r.returncode != 0
+    assert "was trained on other inputs" in r.stderr and "data.sha256" in r.stderr
+    assert "--restart-exp true" in r.stderr and "--tag" in r.stderr
+    assert same_weights(first, weights(d / "exp/cpc_tiny/best.pt"))  # nothing overwritten
+    run_recipe(d, *s02, *TINY, "--mini-clean", "true", "--restart-exp", "true")
+    (old,) = (d / "exp").glob("cpc_tiny.old-*")
+    assert same_weights(first, weights(old / "best.pt"))
+    clean = weights(d / "exp/cpc_tiny/best.pt")
+    assert not same_weights(first, clean)
+    r = run_recipe(d, *s02, *TINY, "--mini-clean", "true")
+    assert r.stderr.count("already done with the same options") == 3, r.stderr
+
+    # The config edited in place (same file name, other contents): stage 2 re-runs and
+    # refuses to continue the checkpoint trained under the old contents.
+    conf = d / "conf/cpc_tiny.yaml"
+    conf.write_text(conf.read_text().replace("lr: 1.0e-3", "lr: 3.0e-3"))
+    r = run_recipe(d, *s02, *TINY, "--mini-clean", "true", ok=False)
+    assert r.returncode != 0 and "config.optim.lr: 0.001 -> 0.003" in r.stderr
+    # a change that does not alter the weights (more frequent logging) continues instead
+    conf.write_text(conf.read_text().replace("lr: 3.0e-3", "lr: 1.0e-3"))
+    conf.write_text(conf.read_text().replace("log_interval: 5", "log_interval: 2"))
+    r = run_recipe(d, *s02, *TINY, "--mini-clean", "true")
+    assert "already at step 20" in r.stdout + r.stderr  # resumed the finished run
+    assert same_weights(clean, weights(d / "exp/cpc_tiny/best.pt"))
+
+    # Another corpus (--corpus-dir, --labels-dir) with the default tag: refused, named.
+    corpus = make_tiny_corpus(tmp_path / "other", speakers=2, chapters=2, utts=3)
+    other = ["--corpus-dir", str(corpus.corpus_dir), "--labels-dir", str(corpus.labels_dir)]
+    r = run_recipe(d, *s02, "--config", "conf/cpc_tiny.yaml", *other, ok=False)
+    assert r.returncode != 0 and "data.sha256" in r.stderr
+    # under its own tag it trains a model of its own
+    run_recipe(d, *s02, "--config", "conf/cpc_tiny.yaml", *other, "--tag", "other")
+    assert not same_weights(clean, weights(d / "exp/other/best.pt"))

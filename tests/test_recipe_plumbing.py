@@ -26,7 +26,8 @@ name="x y"        # a string with a space
 echo "stage=$stage stop_stage=$stop_stage nj=$nj use_gpu=$use_gpu name=$name rest=$*"
 if begin_stage 0 "write a" marks/stage0.done "nj=$nj"; then
   echo ran0 >> runs.txt
-  end_stage
+  echo "a $nj ${{A_EXTRA:-}}" > a.txt
+  end_stage a.txt
 fi
 if begin_stage 1 "write b" marks/stage1.done "name=$name up=$(stage_sig marks/stage0.done)"; then
   echo ran1 >> runs.txt
@@ -111,6 +112,31 @@ def test_rerun_is_noop_and_changed_option_reruns(recipe: Path) -> None:
     r = run(recipe, "--name", "z", "--nj", "3")
     assert runs(recipe) == ["ran0", "ran1", "ran1", "ran0", "ran1"]
     assert "options changed" in r.stderr
+
+
+def test_changed_or_deleted_output_reruns_the_stage_and_its_readers(recipe: Path) -> None:
+    assert run(recipe).returncode == 0
+    marker = (recipe.parent / "marks/stage0.done").read_text().splitlines()
+    assert (
+        marker[0] == "nj=2"
+        and marker[1] == "outputs a.txt"
+        and marker[2].startswith("outputs_md5 ")
+    )
+    # an output rewritten by hand: stage 0 re-runs and restores it; stage 1 read exactly
+    # that content before, so it stays done
+    (recipe.parent / "a.txt").write_text("edited\n")
+    r = run(recipe)
+    assert "outputs were deleted or changed" in r.stderr
+    assert runs(recipe) == ["ran0", "ran1", "ran0"]
+    run(recipe)  # nothing changed: nothing re-runs
+    assert runs(recipe) == ["ran0", "ran1", "ran0"]
+    (recipe.parent / "a.txt").unlink()  # a deleted output
+    run(recipe)
+    assert runs(recipe) == ["ran0", "ran1", "ran0", "ran0"]
+    # stage 0 re-run (killed, marker gone) writing OTHER content: its reader re-runs
+    (recipe.parent / "marks/stage0.done").unlink()
+    run(recipe, env={"A_EXTRA": "other"})
+    assert runs(recipe) == ["ran0", "ran1", "ran0", "ran0", "ran0", "ran1"]
 
 
 def test_failed_stage_leaves_no_marker(recipe: Path) -> None:

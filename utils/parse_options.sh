@@ -14,6 +14,9 @@
 # Non-option arguments are left in "$@".
 
 _po_script=${BASH_SOURCE[1]:-$0}
+# A recipe that cd's into its own directory first (egs/*/run.sh) was started by a path that
+# no longer resolves from there: read it from the current directory.
+[ -f "$_po_script" ] || _po_script=./${_po_script##*/}
 
 _po_help() {
   # Header: comment lines after the shebang, up to the first non-comment line.

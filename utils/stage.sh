@@ -4,14 +4,19 @@
 #   log "message"                      timestamped, with file:line, on stderr
 #   if begin_stage N "what" MARKER "k1=v1 k2=v2 ..."; then
 #     ... the stage's commands ...
-#     end_stage
+#     end_stage OUTPUT_FILE...
 #   fi
 #
-# begin_stage returns false (and logs why) when N is outside [stage, stop_stage] or when the
-# marker file exists and records exactly the same resolved options: a finished stage is a
-# no-op on re-run, a changed option re-runs it. end_stage writes the marker atomically and
-# logs the elapsed time. A stage that fails or is killed leaves no marker (and any old
-# marker was removed at its start), so the next run redoes it.
+# The options string is the stage's identity: every resolved option, config contents (as a
+# hash), the seed, and the signatures of the upstream stages it reads (stage_sig MARKER).
+# end_stage writes the marker atomically: the options on its first line, then the output
+# files it was given and the md5 of their contents. begin_stage returns false (and logs why)
+# when N is outside [stage, stop_stage], or when the marker records exactly the same options
+# AND its outputs still have the recorded contents: a finished stage is a no-op on re-run;
+# a changed option, or an output deleted or rewritten since, re-runs it. A stage that fails
+# or is killed leaves no marker (any old marker is removed at its start), so the next run
+# redoes it. stage_sig covers the outputs' md5, so a stage re-run that writes different
+# outputs re-runs the stages that read them. Output paths must not contain spaces.
 
 log() {
   # Report the recipe line that called us (skipping this file's own helpers).
@@ -28,13 +33,21 @@ begin_stage() {
   if [ "$n" -lt "${stage:-0}" ] || [ "$n" -gt "${stop_stage:-999}" ]; then
     return 1
   fi
-  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$opts" ]; then
-    log "stage $n ($what): already done with the same options, skipping ($marker)"
-    return 1
+  if [ -f "$marker" ] && [ "$(head -n 1 "$marker")" = "$opts" ]; then
+    local files recorded
+    files=$(sed -n 's/^outputs //p' "$marker")
+    recorded=$(sed -n 's/^outputs_md5 //p' "$marker")
+    # shellcheck disable=SC2086
+    if [ "$(_outputs_md5 $files)" = "$recorded" ]; then
+      log "stage $n ($what): already done with the same options, skipping ($marker)"
+      return 1
+    fi
+    log "stage $n ($what): its outputs were deleted or changed since it finished, running it again"
+    rm -f "$marker"
   fi
   if [ -f "$marker" ]; then
     log "stage $n ($what): options changed since the last run, running it again"
-    diff <(tr ' ' '\n' <"$marker") <(tr ' ' '\n' <<<"$opts") | grep '^[<>]' | sed 's/^/    /' >&2 || true
+    diff <(head -n 1 "$marker" | tr ' ' '\n') <(tr ' ' '\n' <<<"$opts") | grep '^[<>]' | sed 's/^/    /' >&2 || true
     rm -f "$marker"
   fi
   _stage_num=$n _stage_marker=$marker _stage_opts=$opts _stage_what=$what _stage_t0=$(date +%s)
@@ -42,16 +55,33 @@ begin_stage() {
   return 0
 }
 
+# md5 of the named files' contents, in order ("none" for no files; a missing file counts
+# as the word "missing").
+_outputs_md5() {
+  [ $# -eq 0 ] && { echo none; return; }
+  local f
+  for f in "$@"; do
+    if [ -f "$f" ]; then md5sum <"$f"; else echo missing; fi
+  done | md5sum | cut -c1-16
+}
+
 end_stage() {
   mkdir -p "$(dirname "$_stage_marker")"
-  printf '%s\n' "$_stage_opts" > "$_stage_marker.tmp.$$"
+  local f
+  for f in "$@"; do
+    [ -f "$f" ] || { log "stage $_stage_num: expected output $f was not written"; return 1; }
+  done
+  { printf '%s\n' "$_stage_opts"
+    printf 'outputs %s\n' "$*"
+    printf 'outputs_md5 %s\n' "$(_outputs_md5 "$@")"; } > "$_stage_marker.tmp.$$"
   mv -f "$_stage_marker.tmp.$$" "$_stage_marker"
   local dt=$(( $(date +%s) - _stage_t0 ))
   log "stage $_stage_num ($_stage_what) done in $(printf '%dm%02ds' $((dt / 60)) $((dt % 60)))"
 }
 
-# Signature of a finished stage, to fold into later stages' options: when an earlier stage
-# re-runs with other options, the stages that read its outputs see a changed signature.
+# Signature of a finished stage (its options and its outputs' md5), to fold into later
+# stages' options: when an earlier stage re-runs with other options or writes other outputs,
+# the stages that read them see a changed signature.
 stage_sig() {
   if [ -f "$1" ]; then md5sum <"$1" | cut -c1-10; else echo none; fi
 }

@@ -21,6 +21,17 @@ batch a single process with the same global batch would see. The plan of epoch `
 only on ``(seed, e)`` and the global batch size; the data position ``{"epoch", "batch"}``
 (the next global batch) is all a resumed run needs.
 
+Validation. :func:`split_valid` holds out a fixed share of the usable cuts (chosen by a hash
+of their ids: the same cuts for every seed and every run), and :class:`ValidWindows` turns
+them into a fixed list of batches (non-overlapping windows from each cut's start, grouped
+by speaker like the training batches), on which the trainer measures the held-out loss.
+
+Data identity. :func:`data_signature` fingerprints the training cuts by what they are, not
+where they live: ids, segment boundaries, speakers and a fingerprint of every audio file
+(its size and a hash of its first and last 64 KiB, which in a FLAC file include the MD5 of
+all its decoded samples). A corpus rebuilt with other audio (a clean variant, another seed)
+gets another signature; the same corpus moved elsewhere keeps its signature.
+
 Audio is read with soundfile straight from the file (seeking to the window) when the cut is
 a plain single-file, single-channel recording at the model's sampling rate, else through
 ``cut.truncate(...).load_audio()``. Batches: ``{"wave": (n, window) float32, "group": (n,)
@@ -29,6 +40,8 @@ int64 speaker index}``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,10 +56,12 @@ from lhotse.utils import compute_num_samples
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cpc.audio.config import AudioDataConfig
+from cpc.audio.constants import HOP, SAMPLING_RATE, cuts_path
 from cpc.io import Pathlike
 
-TRAIN_CUTS = "librispeech_cuts_train.jsonl.gz"
+TRAIN_CUTS = cuts_path(".", "train").name
 _SF_SUFFIXES = {".flac", ".wav", ".ogg"}
+_FINGERPRINT_BYTES = 1 << 16
 
 
 class AudioDataError(ValueError):
@@ -54,8 +69,8 @@ class AudioDataError(ValueError):
 
 
 def train_cuts_path(manifest_dir: Pathlike) -> Path:
-    """``<manifest_dir>/librispeech_cuts_train.jsonl.gz``."""
-    return Path(manifest_dir) / TRAIN_CUTS
+    """The stage-1 train cuts: ``<manifest_dir>/librispeech_cuts_train.jsonl.gz``."""
+    return cuts_path(manifest_dir, "train")
 
 
 def load_train_cuts(manifest_dir: Pathlike) -> CutSet:
@@ -131,7 +146,7 @@ class WindowDataset(Dataset):
             x = cut.truncate(offset=start / sr, duration=w / sr, preserve_id=True).load_audio()
             x = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])[0]
         if len(x) < w:
-            if w - len(x) > 160:
+            if w - len(x) > HOP:
                 raise AudioDataError(
                     f"cut {t.ids[ci]}: the manifest says {t.lengths[ci]} samples but only "
                     f"{start + len(x)} could be read ({path or 'lhotse'}); the audio file is "
@@ -174,11 +189,150 @@ class _PlanSampler(Sampler):
             epoch, index = epoch + 1, 0
 
 
+def _usable(cut: Any, window: int, sample_rate: int) -> Any | None:
+    """The cut at the model's rate if it holds at least one window, else None."""
+    if cut.sampling_rate != sample_rate:
+        cut = cut.resample(sample_rate)
+    n = cut.num_samples
+    return cut if n is not None and n >= window else None
+
+
+def _build_table(
+    cuts: Any, window: int, sample_rate: int, speaker_index: dict[str, int] | None = None
+) -> tuple[_CutTable, list[str]]:
+    """The table of the cuts long enough for one window, and the sorted speaker list (or
+    ``speaker_index``'s, when given). Short cuts and cuts without a speaker are logged."""
+    ids, paths, keep, offsets, lengths, speakers = [], [], [], [], [], []
+    skipped, skipped_s, no_spk = 0, 0.0, 0
+    for cut in cuts:
+        usable = _usable(cut, window, sample_rate)
+        if usable is None:
+            skipped += 1
+            skipped_s += cut.duration
+            continue
+        cut = usable
+        spk = _speaker(cut)
+        if spk is None:
+            no_spk += 1
+            spk = cut.recording_id
+        path = _fast_path(cut, sample_rate)
+        ids.append(cut.id)
+        paths.append(path)
+        keep.append(None if path is not None else cut)
+        offsets.append(compute_num_samples(cut.start, sample_rate) if path else 0)
+        lengths.append(cut.num_samples)
+        speakers.append(spk)
+    if skipped:
+        logging.info(
+            f"skipped {skipped} cut(s) shorter than the {window}-sample window "
+            f"({skipped_s / 60:.1f} min in total)"
+        )
+    if no_spk:
+        logging.warning(
+            f"{no_spk} cut(s) have no speaker in their supervisions; each is its own group"
+        )
+    names = (
+        sorted(set(speakers))
+        if speaker_index is None
+        else sorted(speaker_index, key=speaker_index.get)
+    )
+    index = speaker_index or {s: i for i, s in enumerate(names)}
+    table = _CutTable(
+        ids=ids,
+        paths=paths,
+        cuts=keep,
+        file_offsets=np.asarray(offsets, dtype=np.int64),
+        lengths=np.asarray(lengths, dtype=np.int64),
+        groups=np.asarray([index.setdefault(s, len(index)) for s in speakers], dtype=np.int64),
+    )
+    return table, names
+
+
+def _speaker_chunks(
+    cut_idx: np.ndarray, groups: np.ndarray, m: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Window numbers grouped into chunks of ``m`` windows of one speaker, in random order:
+    ``(num_chunks, m)``. Windows are shuffled within each speaker first; a speaker's
+    remainder (fewer than ``m`` windows) is dropped."""
+    perm = rng.permutation(len(cut_idx))
+    perm = perm[np.argsort(groups[cut_idx[perm]], kind="stable")]
+    g = groups[cut_idx[perm]]
+    bounds = np.flatnonzero(np.diff(g)) + 1
+    group_start = np.repeat(
+        np.concatenate([[0], bounds]), np.diff(np.concatenate([[0], bounds, [len(g)]]))
+    )
+    rank_in_group = np.arange(len(g)) - group_start
+    group_size = np.bincount(g, minlength=int(groups.max(initial=0)) + 1)[g]
+    usable = rank_in_group < (group_size // m) * m
+    chunks = perm[usable].reshape(-1, m)
+    return chunks[rng.permutation(len(chunks))]
+
+
+def split_valid(
+    cuts: Any, fraction: float, window: int, sample_rate: int
+) -> tuple[list[Any], list[Any]]:
+    """Hold out ``round(fraction * N)`` of the N cuts that hold a window (at least one when
+    ``fraction > 0`` and N >= 2), chosen by the sha1 of their ids: the same cuts whatever the
+    seed. Returns ``(train_cuts, valid_cuts)``; cuts too short for a window stay in train
+    (where they are skipped and counted)."""
+    cuts = list(cuts)
+    usable = [c for c in cuts if _usable(c, window, sample_rate) is not None]
+    n = 0 if fraction <= 0 else max(1 if len(usable) >= 2 else 0, round(fraction * len(usable)))
+    n = min(n, len(usable) - 1) if usable else 0
+    order = sorted(usable, key=lambda c: hashlib.sha1(c.id.encode()).hexdigest())
+    held = {c.id for c in order[:n]}
+    return [c for c in cuts if c.id not in held], [c for c in cuts if c.id in held]
+
+
+def data_signature(cuts: Any) -> dict[str, Any]:
+    """A content signature of ``cuts`` (see the module docstring): ``{"sha256", "cuts",
+    "speakers", "hours"}``."""
+    h = hashlib.sha256()
+    prints: dict[str, str] = {}
+    speakers: set[str] = set()
+    total, count = 0.0, 0
+    for cut in sorted(cuts, key=lambda c: c.id):
+        spk = _speaker(cut)
+        speakers.add(str(spk))
+        sources = []
+        if cut.has_recording:
+            for src in cut.recording.sources:
+                key = str(src.source)
+                if key not in prints:
+                    prints[key] = _file_fingerprint(key) if src.type == "file" else key
+                sources.append(prints[key])
+        rec = [cut.id, round(cut.start, 6), round(cut.duration, 6), cut.channel, spk, sources]
+        h.update(json.dumps(rec).encode() + b"\n")
+        total += cut.duration
+        count += 1
+    return {
+        "sha256": h.hexdigest(),
+        "cuts": count,
+        "speakers": len(speakers),
+        "hours": round(total / 3600, 4),
+    }
+
+
+def _file_fingerprint(path: str) -> str:
+    """Size + sha256 of the first and last 64 KiB of a file (a FLAC header holds the MD5
+    of all decoded samples)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(_FINGERPRINT_BYTES)
+            f.seek(max(0, size - _FINGERPRINT_BYTES))
+            tail = f.read(_FINGERPRINT_BYTES)
+    except OSError as e:
+        raise AudioDataError(f"cannot read {path}: {e}; re-run stage 0") from e
+    return f"{size}:{hashlib.sha256(head + tail).hexdigest()[:32]}"
+
+
 class AudioWindowData:
     """The speech :class:`cpc.trainer.TrainData`: deterministic, sharded, resumable windows.
 
     Args:
-        cuts: lhotse CutSet (stage-1 train cuts).
+        cuts: lhotse cuts (the stage-1 train cuts, less the validation cuts).
         cfg: ``data`` section (window, batch_size per micro-batch, windows_per_speaker,
             num_workers, prefetch_factor).
         seed: fixes window shifts and batch composition of every epoch.
@@ -188,59 +342,21 @@ class AudioWindowData:
 
     def __init__(
         self,
-        cuts: CutSet,
+        cuts: Any,
         cfg: AudioDataConfig,
         seed: int,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLING_RATE,
         pin_memory: bool = False,
     ) -> None:
         self.cfg, self.seed, self.sample_rate, self.pin_memory = cfg, seed, sample_rate, pin_memory
         w = cfg.window
-        ids, paths, keep, offsets, lengths, speakers = [], [], [], [], [], []
-        skipped, skipped_s, no_spk = 0, 0.0, 0
-        for cut in cuts:
-            if cut.sampling_rate != sample_rate:
-                cut = cut.resample(sample_rate)
-            n = cut.num_samples
-            if n is None or n < w:
-                skipped += 1
-                skipped_s += cut.duration
-                continue
-            spk = _speaker(cut)
-            if spk is None:
-                no_spk += 1
-                spk = cut.recording_id
-            path = _fast_path(cut, sample_rate)
-            ids.append(cut.id)
-            paths.append(path)
-            keep.append(None if path is not None else cut)
-            offsets.append(compute_num_samples(cut.start, sample_rate) if path else 0)
-            lengths.append(n)
-            speakers.append(spk)
-        if skipped:
-            logging.info(
-                f"skipped {skipped} cut(s) shorter than the {w}-sample window "
-                f"({skipped_s / 60:.1f} min in total)"
-            )
-        if no_spk:
-            logging.warning(
-                f"{no_spk} cut(s) have no speaker in their supervisions; each is its own group"
-            )
-        if not ids:
+        self.table, self.speakers = _build_table(cuts, w, sample_rate)
+        if not self.table.ids:
             raise AudioDataError(
                 f"no cut is at least {w} samples ({w / sample_rate:.2f} s) long; use a shorter "
                 "data.window or a corpus with longer utterances"
             )
-        self.speakers = sorted(set(speakers))
-        index = {s: i for i, s in enumerate(self.speakers)}
-        self.table = _CutTable(
-            ids=ids,
-            paths=paths,
-            cuts=keep,
-            file_offsets=np.asarray(offsets, dtype=np.int64),
-            lengths=np.asarray(lengths, dtype=np.int64),
-            groups=np.asarray([index[s] for s in speakers], dtype=np.int64),
-        )
+        ids = self.table.ids
         self.dataset = WindowDataset(self.table, w, sample_rate)
         logging.info(
             f"training data: {len(ids)} cuts, {len(self.speakers)} speakers, "
@@ -268,18 +384,7 @@ class AudioWindowData:
         first = np.repeat(np.cumsum(per_cut) - per_cut, per_cut)
         starts = shift[cut_idx] + (np.arange(len(cut_idx)) - first) * w
         # Random order within each speaker, then whole chunks of m windows per speaker.
-        perm = rng.permutation(len(cut_idx))
-        perm = perm[np.argsort(t.groups[cut_idx[perm]], kind="stable")]
-        g = t.groups[cut_idx[perm]]
-        bounds = np.flatnonzero(np.diff(g)) + 1
-        group_start = np.repeat(
-            np.concatenate([[0], bounds]), np.diff(np.concatenate([[0], bounds, [len(g)]]))
-        )
-        rank_in_group = np.arange(len(g)) - group_start
-        group_size = np.bincount(g, minlength=len(self.speakers))[g]
-        usable = rank_in_group < (group_size // m) * m
-        chunks = perm[usable].reshape(-1, m)
-        chunks = chunks[rng.permutation(len(chunks))]
+        chunks = _speaker_chunks(cut_idx, t.groups, m, rng)
         flat = chunks.reshape(-1)
         nb = len(flat) // global_batch
         if nb == 0:
@@ -325,3 +430,44 @@ class AudioWindowData:
                 yield next(it)
         finally:
             del it
+
+
+class ValidWindows:
+    """The held-out split as a :class:`cpc.trainer.ValidData`: a fixed list of batches.
+
+    Every validation cut gives its non-overlapping windows from its start; windows are
+    grouped into chunks of ``windows_per_speaker`` like training batches (a fixed shuffle,
+    seed 0), at most ``cfg.valid_max_windows`` windows are kept, in whole batches of
+    ``cfg.batch_size``. Batch ``i`` goes to rank ``i % world_size``."""
+
+    def __init__(self, cuts: Any, cfg: AudioDataConfig, sample_rate: int = SAMPLING_RATE) -> None:
+        w, m, bs = cfg.window, cfg.windows_per_speaker, cfg.batch_size
+        self.table, self.speakers = _build_table(cuts, w, sample_rate)
+        self.dataset = WindowDataset(self.table, w, sample_rate)
+        per_cut = self.table.lengths // w
+        cut_idx = np.repeat(np.arange(len(per_cut)), per_cut)
+        first = np.repeat(np.cumsum(per_cut) - per_cut, per_cut)
+        starts = (np.arange(len(cut_idx)) - first) * w
+        if len(cut_idx):
+            chunks = _speaker_chunks(cut_idx, self.table.groups, m, np.random.default_rng(0))
+            flat = chunks.reshape(-1)
+        else:
+            flat = np.zeros(0, dtype=np.int64)
+        n = min(len(flat), cfg.valid_max_windows) // bs * bs
+        flat = flat[:n]
+        self.plan = np.stack([cut_idx[flat], starts[flat]], axis=-1).reshape(-1, bs, 2)
+        logging.info(
+            f"validation data: {len(self.table.ids)} cuts, {len(self.speakers)} speakers, "
+            f"{len(self.plan)} batches of {bs} windows"
+        )
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def eval_batches(
+        self, rank: int, world_size: int
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """``(index, batch)`` of this rank's share: batches ``rank, rank + world_size, ...``."""
+        for i in range(rank, len(self.plan), world_size):
+            batch, _ = self.dataset[(0, i, self.plan[i], {})]
+            yield i, batch

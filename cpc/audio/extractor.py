@@ -28,21 +28,21 @@ trimmed when Kaldi framing gives a different count. Inputs must be 16 kHz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from lhotse.cut import Cut
 from lhotse.features.base import FeatureExtractor, register_extractor
-from lhotse.utils import Seconds, compute_num_frames_from_samples
+from lhotse.utils import Seconds
 
+from cpc.audio.constants import FRAME_SHIFT, HOP, SAMPLING_RATE, cut_num_frames
+from cpc.audio.constants import num_frames_from_samples as num_frames_for
 from cpc.checkpoint import load_checkpoint
-from cpc.features import BatchFn, per_cut_batch_fn, sha256_file, waveform_batch_fn
-
-FRAME_SHIFT = 0.01
-SAMPLING_RATE = 16000
-HOP = 160
+from cpc.features import BatchFn, FeatureDumpError, fit_length
+from cpc.io import sha256_file
 
 
 class ExtractorError(ValueError):
@@ -68,21 +68,6 @@ def _check_rate(sampling_rate: int) -> None:
             f"sampling rate {sampling_rate} Hz; these features need {SAMPLING_RATE} Hz audio "
             f"(resample the cuts first: cuts.resample({SAMPLING_RATE}))"
         )
-
-
-def num_frames_for(num_samples: int) -> int:
-    """Frames for ``num_samples`` at 16 kHz (== ``compute_num_frames(num_samples/16000, ...)``)."""
-    return compute_num_frames_from_samples(num_samples, FRAME_SHIFT, SAMPLING_RATE)
-
-
-def fit_frames(x: np.ndarray, num_frames: int) -> np.ndarray:
-    """Trim ``x`` (T, D) to ``num_frames`` rows, or repeat its last row to reach it."""
-    if x.shape[0] >= num_frames:
-        return x[:num_frames]
-    if x.shape[0] == 0:
-        return np.zeros((num_frames, x.shape[1]), dtype=x.dtype)
-    pad = np.repeat(x[-1:], num_frames - x.shape[0], axis=0)
-    return np.concatenate([x, pad])
 
 
 def pad_to_frames(samples: np.ndarray, num_frames: int) -> np.ndarray:
@@ -284,7 +269,7 @@ class MfccDeltas(FeatureExtractor):
             return np.zeros((0, self.feature_dim(sampling_rate)), dtype=np.float32)
         if x.shape[0] < 2 * HOP:  # shorter than a Kaldi window: pad so that framing works
             x = np.pad(x, (0, 2 * HOP - x.shape[0]))
-        static = fit_frames(np.asarray(self._mfcc.extract(x[None], SAMPLING_RATE)), n)
+        static = fit_length(np.asarray(self._mfcc.extract(x[None], SAMPLING_RATE)), n)
         feats = [torch.from_numpy(np.ascontiguousarray(static.T))]  # (ceps, T)
         win = 2 * self.config.delta_window + 1
         for _ in range(self.config.delta_order):
@@ -369,6 +354,74 @@ def mfcc_source(config: MfccDeltasConfig | None = None) -> tuple[MfccDeltas, dic
         "config": cfg,
     }
     return extractor, source
+
+
+# --------------------------------------------------------------------------- batches of cuts
+
+
+def load_waveform(cut: Cut, num_frames: int | None = None, pad: bool = True) -> np.ndarray:
+    """Mono 16 kHz float32 samples of ``cut``, zero-padded (or trimmed) to exactly
+    ``num_frames * HOP`` samples (default: the cut's frame count), so that a model with a
+    total stride of ``HOP`` yields exactly ``num_frames`` frames. ``pad=False``: as stored."""
+    if cut.sampling_rate != SAMPLING_RATE:
+        cut = cut.resample(SAMPLING_RATE)
+    audio = cut.load_audio()
+    if audio.ndim == 2:
+        if audio.shape[0] != 1:
+            raise FeatureDumpError(
+                f"utterance {cut.id}: {audio.shape[0]} audio channels; features are computed "
+                "on mono audio (select one channel in the manifest)"
+            )
+        audio = audio[0]
+    if not pad:
+        return audio.astype(np.float32, copy=False)
+    n = cut_num_frames(cut) if num_frames is None else num_frames
+    return pad_to_frames(audio, n)
+
+
+def pad_waveforms(cuts: Sequence[Cut]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load ``cuts`` (see :func:`load_waveform`) into a zero-padded batch.
+
+    Returns ``(wave, lengths)``: a float32 tensor (B, S_max) and int64 sample counts (B,),
+    each a multiple of ``HOP``."""
+    waves = [load_waveform(c) for c in cuts]
+    lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)
+    batch = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
+    for i, w in enumerate(waves):
+        batch[i, : w.shape[0]] = torch.from_numpy(w)
+    return batch, lengths
+
+
+def waveform_batch_fn(model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> BatchFn:
+    """Wrap a waveform model into a :data:`cpc.features.BatchFn`.
+
+    ``model_fn(wave (B, S) float32, lengths (B,) int64) -> (B, S // HOP, D)`` (it moves the
+    batch to its device); the returned function loads and pads a batch of cuts and returns
+    one float32 array (frames of the cut, D) per cut, in input order."""
+
+    def fn(cuts: list[Cut]) -> list[np.ndarray]:
+        wave, lengths = pad_waveforms(cuts)
+        with torch.inference_mode():
+            out = model_fn(wave, lengths)
+        out = out.float().cpu().numpy()
+        if out.shape[1] != wave.shape[1] // HOP:
+            raise FeatureDumpError(
+                f"model gave {out.shape[1]} frames for {wave.shape[1]} samples; expected "
+                f"{wave.shape[1] // HOP} (one frame per {HOP} samples)"
+            )
+        return [np.ascontiguousarray(out[i, : int(n) // HOP]) for i, n in enumerate(lengths)]
+
+    return fn
+
+
+def per_cut_batch_fn(fn: Callable[[np.ndarray], np.ndarray]) -> BatchFn:
+    """Wrap a per-utterance function ``fn(samples (S,) float32, unpadded) -> (frames, D)``
+    into a :data:`cpc.features.BatchFn` (for baselines such as MFCC that need no batching)."""
+
+    def batch_fn(cuts: list[Cut]) -> list[np.ndarray]:
+        return [fn(load_waveform(c, pad=False)) for c in cuts]
+
+    return batch_fn
 
 
 def batch_fn_for(extractor: FeatureExtractor) -> BatchFn:

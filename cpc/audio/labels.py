@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 from lhotse import CutSet, RecordingSet, SupervisionSet
 from lhotse.features.io import NumpyFilesWriter
-from lhotse.utils import compute_num_frames
 from tqdm import tqdm
 
+from cpc.audio.constants import FRAME_SHIFT, LABEL_FIELD, PHONES, cuts_path, num_frames
+from cpc.audio.constants import labels_dir as labels_storage_dir
 from cpc.audio.librispeech import (
     LIBRISPEECH_PART,
     MAX_EXAMPLES,
@@ -52,30 +53,14 @@ from cpc.audio.librispeech import (
     ensure_output_dir,
     manifest_paths,
 )
+from cpc.features import fit_length
 from cpc.io import Pathlike, atomic_open, atomic_path
 
 #: The 41 phone classes when the labels dir has no phones.txt: id = position in this tuple.
-CPC_PHONES: tuple[str, ...] = (
-    "SIL",
-    *"AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH "
-    "UW V W Y Z ZH".split(),
-    "SPN",
-)
-LABEL_FRAME_SHIFT = 0.01
-LABEL_FIELD = "phone_labels"
+CPC_PHONES = PHONES
 ALIGNMENT_FILE = "converted_aligned_phones.txt"
 SPLIT_FILES = {"train": "train_split.txt", "test": "test_split.txt"}
 PHONES_FILE = "phones.txt"
-
-
-def cuts_path(manifest_dir: Pathlike, split: str) -> Path:
-    """Path of the labelled cut manifest of ``split`` ("train" or "test")."""
-    return Path(manifest_dir) / f"librispeech_cuts_{split}.jsonl.gz"
-
-
-def labels_storage_dir(manifest_dir: Pathlike, split: str) -> Path:
-    """Directory holding the ``phone_labels`` arrays of ``split`` (NumpyFilesWriter)."""
-    return Path(manifest_dir) / f"phone_labels_{split}"
 
 
 @dataclass
@@ -288,13 +273,6 @@ def read_cpc_labels(labels_dir: Pathlike) -> CpcLabels:
     return CpcLabels(labels_dir, phones, phones_file, alignments, lines, splits)
 
 
-def fit_frames(labels: np.ndarray, num_frames: int) -> np.ndarray:
-    """Trim ``labels`` to ``num_frames``, or pad it by repeating its last label."""
-    if len(labels) >= num_frames:
-        return labels[:num_frames]
-    return np.concatenate([labels, np.full(num_frames - len(labels), labels[-1], labels.dtype)])
-
-
 def attach_phone_labels(
     manifest_dir: Pathlike,
     labels_dir: Pathlike,
@@ -365,7 +343,7 @@ def attach_phone_labels(
                 continue
             cut = by_id[utt]
             ali = labels.alignments[utt]
-            expected = compute_num_frames(cut.duration, LABEL_FRAME_SHIFT, cut.sampling_rate)
+            expected = num_frames(cut.duration, cut.sampling_rate)
             diff = len(ali) - expected
             if abs(diff) > max_frame_diff:
                 too_far.append(
@@ -376,7 +354,7 @@ def attach_phone_labels(
                 continue
             if diff:
                 fixed[diff] += 1
-            chosen.append((cut, fit_frames(ali, expected)))
+            chosen.append((cut, fit_length(ali, expected)))
         if not chosen and not too_far:
             raise DataPrepError(
                 f"{split_file}: none of its {len(ids)} utterances has both audio and labels; "
@@ -422,9 +400,7 @@ def _write_labelled_cuts(
             labelled = []
             with NumpyFilesWriter(tmp_dir) as writer:
                 for cut, ali in tqdm(chosen, desc=f"Writing {split} labels", unit=" utts"):
-                    arr = writer.store_array(
-                        cut.id, ali, frame_shift=LABEL_FRAME_SHIFT, temporal_dim=0
-                    )
+                    arr = writer.store_array(cut.id, ali, frame_shift=FRAME_SHIFT, temporal_dim=0)
                     arr = replace(arr, array=replace(arr.array, storage_path=str(final_dir)))
                     labelled.append(cut.with_custom(LABEL_FIELD, arr))
             result[split] = CutSet.from_cuts(labelled)

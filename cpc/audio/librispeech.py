@@ -17,12 +17,14 @@ ids), plus the chapter and, when SPEAKERS.TXT has it, the gender:
 
 Audio paths in the recordings manifest are absolute, so the manifests work from any
 directory. Problems in the corpus are reported with the file and the fix: a corrupted or
-truncated .flac stops the stage (``DataPrepError``); transcript lines without audio and
-audio without a transcript line are counted, skipped and reported as a warning.
+truncated .flac, or a transcript that is not UTF-8, stops the stage (``DataPrepError``);
+transcript lines without audio and audio without a transcript line are counted, skipped and
+reported as a warning.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,10 +39,10 @@ from lhotse.audio.backend import audio_backend
 from lhotse.qa import validate_recordings_and_supervisions
 from tqdm import tqdm
 
+from cpc.audio.constants import HOP, PART, SAMPLING_RATE, recordings_path, supervisions_path
 from cpc.io import Pathlike, atomic_path
 
-LIBRISPEECH_PART = "train-clean-100"
-SAMPLING_RATE = 16000
+LIBRISPEECH_PART = PART
 # How many examples a counted warning or error lists.
 MAX_EXAMPLES = 5
 
@@ -55,11 +57,7 @@ class DataPrepError(ValueError):
 def manifest_paths(output_dir: Pathlike, part: str = LIBRISPEECH_PART) -> tuple[Path, Path]:
     """The (recordings, supervisions) manifest paths that stage 0 writes in ``output_dir``
     (the names lhotse's LibriSpeech recipe uses)."""
-    output_dir = Path(output_dir)
-    return (
-        output_dir / f"librispeech_recordings_{part}.jsonl.gz",
-        output_dir / f"librispeech_supervisions_{part}.jsonl.gz",
-    )
+    return recordings_path(output_dir, part), supervisions_path(output_dir, part)
 
 
 def ensure_output_dir(output_dir: Pathlike, option: str = "--output-dir") -> Path:
@@ -142,6 +140,27 @@ def read_speakers_txt(path: Pathlike) -> dict[str, str]:
     return genders
 
 
+def _read_transcript(path: Path) -> str:
+    """The text of a ``.trans.txt`` file, which must be UTF-8 (LibriSpeech's are ASCII).
+    Other bytes raise a ``DataPrepError`` naming the file, line, offset and bytes, with the
+    fix."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = raw[: e.start].decode("utf-8")  # valid up to the first bad byte
+        lineno = before.replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
+        line_start = max(raw.rfind(b"\n", 0, e.start), raw.rfind(b"\r", 0, e.start)) + 1
+        bad = " ".join(f"0x{x:02x}" for x in raw[e.start : e.end])
+        name = path.name
+        raise DataPrepError(
+            f"{path}:{lineno}: not UTF-8 text (byte {bad} at byte {e.start - line_start} of "
+            f"the line, {e.start} of the file): re-encode the file as UTF-8, e.g. in its "
+            f"directory `iconv -f latin1 -t utf-8 {name} > {name}.utf8 && mv {name}.utf8 "
+            f"{name}`, or re-extract it from the LibriSpeech archive"
+        ) from e
+
+
 @dataclass
 class _Utterance:
     utt_id: str
@@ -171,32 +190,33 @@ def _scan_part(part_dir: Path) -> list[_Utterance]:
         trans = chap_dir / f"{spk}-{chap}.trans.txt"
         texts: dict[str, str] = {}
         if trans.is_file():
-            with open(trans, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    fields = line.split(maxsplit=1)
-                    if not fields:
-                        continue
-                    utt = fields[0]
-                    where = f"{trans}:{lineno}"
-                    if not utt.startswith(f"{spk}-{chap}-"):
-                        raise DataPrepError(
-                            f"{where}: utterance id '{utt}' does not belong to chapter "
-                            f"{spk}/{chap} (expected '{spk}-{chap}-NNNN'); fix or delete the "
-                            "line, or re-extract the corpus"
-                        )
-                    if utt in seen:
-                        raise DataPrepError(
-                            f"{where}: utterance {utt} is listed twice (first at {seen[utt]}); "
-                            "delete one of the lines"
-                        )
-                    seen[utt] = where
-                    text = fields[1].strip() if len(fields) > 1 else ""
-                    if not text:
-                        empty_text.append(where)
-                    if utt not in flacs:
-                        no_audio.append(f"{utt} ({where}; no {chap_dir / (utt + '.flac')})")
-                        continue
-                    texts[utt] = text
+            # universal newlines, as open() in text mode reads them
+            text_file = io.StringIO(_read_transcript(trans), newline=None)
+            for lineno, line in enumerate(text_file, 1):
+                fields = line.split(maxsplit=1)
+                if not fields:
+                    continue
+                utt = fields[0]
+                where = f"{trans}:{lineno}"
+                if not utt.startswith(f"{spk}-{chap}-"):
+                    raise DataPrepError(
+                        f"{where}: utterance id '{utt}' does not belong to chapter "
+                        f"{spk}/{chap} (expected '{spk}-{chap}-NNNN'); fix or delete the "
+                        "line, or re-extract the corpus"
+                    )
+                if utt in seen:
+                    raise DataPrepError(
+                        f"{where}: utterance {utt} is listed twice (first at {seen[utt]}); "
+                        "delete one of the lines"
+                    )
+                seen[utt] = where
+                text = fields[1].strip() if len(fields) > 1 else ""
+                if not text:
+                    empty_text.append(where)
+                if utt not in flacs:
+                    no_audio.append(f"{utt} ({where}; no {chap_dir / (utt + '.flac')})")
+                    continue
+                texts[utt] = text
         for utt in sorted(flacs):
             if utt in texts:
                 utterances.append(_Utterance(utt, spk, chap, texts[utt], flacs[utt]))
@@ -238,7 +258,7 @@ def _read_recording(utt: _Utterance, check_audio: CheckAudio) -> Recording:
         with sf.SoundFile(str(path)) as f:
             n = recording.num_samples
             if check_audio == "tail":
-                start = max(n - 160, 0)
+                start = max(n - HOP, 0)
                 f.seek(start)
             else:
                 start = 0

@@ -63,30 +63,32 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from lhotse.utils import compute_num_frames
 from scipy import fft as sp_fft
 from scipy import signal
 
+from cpc.audio.constants import (
+    FRAME_SHIFT,
+    HOP,
+    PART,
+    PHONE_TO_ID,
+    PHONES,
+    SAMPLING_RATE,
+    num_frames_from_samples,
+)
 from cpc.audio.espeak import find_espeak
 from cpc.audio.text import AUSTEN_BOOKS, BookChapter, Sentence, austen_chapters
 from cpc.io import Pathlike, atomic_path
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-FRAME_SHIFT = 0.01
-HOP = 160  # samples per 10 ms frame
-SUBSET = "train-clean-100"
+SAMPLE_RATE = SAMPLING_RATE
+SUBSET = PART
 MIN_SECONDS = 2.0
 MAX_SECONDS = 15.0
 
-#: The 39 CMU/ARPAbet phones without stress.
-ARPABET = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
-    "UH UW V W Y Z ZH"
-).split()
-#: The 41 label classes: id 0 = SIL, 1..39 = ARPABET, 40 = SPN (anything unmappable).
-PHONE_SYMBOLS = ("SIL", *ARPABET, "SPN")
-PHONE_TO_ID = {p: i for i, p in enumerate(PHONE_SYMBOLS)}
+#: The 41 label classes (cpc.audio.constants.PHONES): 0 = SIL, 1..39 = ARPAbet, 40 = SPN.
+PHONE_SYMBOLS = PHONES
 SIL_ID = PHONE_TO_ID["SIL"]
 SPN_ID = PHONE_TO_ID["SPN"]
 
@@ -208,9 +210,9 @@ def espeak_to_arpabet(phoneme: str) -> tuple[str, ...]:
 
 
 def num_frames(num_samples: int) -> int:
-    """Frames of an utterance of ``num_samples`` samples at 16 kHz with a 10 ms shift; equal
-    to ``lhotse.utils.compute_num_frames(num_samples / 16000, 0.01, 16000)``."""
-    return (num_samples + HOP // 2) // HOP
+    """Frames of an utterance of ``num_samples`` samples at 16 kHz with a 10 ms shift
+    (lhotse's count, so labels line up with lhotse's features and cuts)."""
+    return num_frames_from_samples(num_samples)
 
 
 def frame_labels(spans: list[tuple[int, int, int]], num_samples: int) -> np.ndarray:
@@ -795,8 +797,6 @@ def _write_metadata(
     rng_split: np.random.Generator,
     lib_path: str,
 ) -> dict[str, Any]:
-    from lhotse.utils import compute_num_frames
-
     labels: dict[str, np.ndarray] = {}
     samples: dict[str, int] = {}
     utts_by_speaker: dict[int, list[str]] = {s.id: [] for s in spks}

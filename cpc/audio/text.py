@@ -5,8 +5,8 @@ The package stores each novel as an R character vector (one element per printed 
 R's lazy-load database: ``data/Rdata.rdx`` (a gzip-compressed R serialization of
 ``list(variables = list(<name> = c(offset, length), ...), references, compressed)``) and
 ``data/Rdata.rdb`` (records at those offsets: a 4-byte big-endian uncompressed length, then a
-zlib stream holding an R XDR serialization). ``unserialize_xdr`` is a minimal reader of R's
-XDR serialization format (version 2 and 3) for the types such data use.
+zlib stream holding an R serialization). ``read_lazyload_db`` unpacks that framing and parses
+each serialization with the ``rdata`` library.
 
 ``austen_chapters()`` turns the lines into chapters of clean sentences: chapter and volume
 headings, front matter and italics underscores are dropped, a few abbreviations are spelt
@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import bz2
 import functools
-import gzip
 import lzma
 import os
 import re
 import struct
 import sys
 import unicodedata
+import warnings
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import rdata
 
 from cpc.io import Pathlike
 
@@ -49,260 +52,106 @@ SYSTEM_JANEAUSTENR = "/usr/lib/R/site-library/janeaustenr"
 
 
 class RDataError(ValueError):
-    """An R data file could not be parsed."""
+    """An R data file, or one object in it, could not be read (the message names which)."""
 
 
 # ---------------------------------------------------------------------------------------------
-# R XDR unserialization
+# R's lazy-load database
 # ---------------------------------------------------------------------------------------------
 
-# SEXP types (R Internals, "Serialization formats")
-NILSXP, SYMSXP, LISTSXP, CLOSXP, ENVSXP = 0, 1, 2, 3, 4
-LGLSXP, INTSXP, REALSXP, CPLXSXP, STRSXP, VECSXP, EXPRSXP = 10, 13, 14, 15, 16, 19, 20
-CHARSXP = 9
-# pseudo-SEXP types used only in serializations
-REFSXP, NILVALUE_SXP, GLOBALENV_SXP, EMPTYENV_SXP, BASEENV_SXP = 255, 254, 253, 242, 241
-MISSINGARG_SXP, BASENAMESPACE_SXP = 251, 247
+# rdata parses single R serializations (RDS/RData files), not R's lazy-load database (an
+# index of offsets into a file of separately framed and compressed records), so that framing
+# is unpacked here and only each record's serialization is handed to rdata.
 
-_IS_OBJECT, _HAS_ATTR, _HAS_TAG = 1 << 8, 1 << 9, 1 << 10
-_UTF8_MASK, _LATIN1_MASK, _ASCII_MASK = 1 << 3, 1 << 2, 1 << 6
-_NA_INTEGER = -(2**31)
-
-
-@dataclass
-class RObject:
-    """An unserialized R value.
-
-    sexptype: the R type code (``STRSXP`` = 16, ``VECSXP`` = 19, ...).
-    value: a Python list for vectors (``None`` for NA), a str for symbols, None for NULL.
-    attributes: attribute name -> ``RObject`` (e.g. ``"names"``).
-    """
-
-    sexptype: int
-    value: Any
-    attributes: dict[str, RObject] = field(default_factory=dict)
-
-    @property
-    def names(self) -> list[str | None] | None:
-        """The ``names`` attribute as a list of str, or None."""
-        n = self.attributes.get("names")
-        return None if n is None else list(n.value)
-
-    def as_dict(self) -> dict[str, RObject]:
-        """A named list as ``{name: element}``."""
-        names = self.names
-        if names is None or not isinstance(self.value, list):
-            raise RDataError(f"R object of type {self.sexptype} has no names")
-        return dict(zip(names, self.value))
-
-
-class _XdrReader:
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-        self.refs: list[RObject] = []
-        self.native_encoding = "UTF-8"
-
-    def fail(self, msg: str) -> RDataError:
-        return RDataError(f"{self.what}: {msg} (at byte {self.pos})")
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise self.fail(f"truncated: wanted {n} bytes, {len(self.data) - self.pos} left")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def int(self) -> int:
-        return struct.unpack(">i", self.take(4))[0]
-
-    def length(self) -> int:
-        n = self.int()
-        if n == -1:  # long vector: two more ints, upper and lower 32 bits
-            hi, lo = struct.unpack(">II", self.take(8))
-            return (hi << 32) | lo
-        if n < 0:
-            raise self.fail(f"negative vector length {n}")
-        return n
-
-    def header(self) -> None:
-        fmt = self.take(2)
-        if fmt != b"X\n":
-            kind = {b"A\n": "ASCII", b"B\n": "native binary"}.get(fmt, repr(fmt))
-            raise self.fail(f"not an R XDR serialization (format {kind}); only XDR is supported")
-        version = self.int()
-        self.int()  # R version that wrote it
-        self.int()  # minimal R version to read it
-        if version == 3:
-            n = self.int()
-            self.native_encoding = self.take(n).decode("ascii", errors="replace")
-        elif version != 2:
-            raise self.fail(f"unsupported serialization version {version}")
-
-    def charsxp(self, levels: int) -> str | None:
-        n = self.int()
-        if n == -1:
-            return None
-        raw = self.take(n)
-        if levels & _LATIN1_MASK:
-            return raw.decode("latin-1")
-        if levels & (_UTF8_MASK | _ASCII_MASK) or self.native_encoding.upper() in ("UTF-8", "UTF8"):
-            return raw.decode("utf-8", errors="replace")
-        return raw.decode("latin-1")
-
-    def attributes(self) -> dict[str, RObject]:
-        attr = self.item()
-        out: dict[str, RObject] = {}
-        if attr.sexptype != LISTSXP:
-            raise self.fail(f"attributes are not a pairlist (type {attr.sexptype})")
-        for tag, value in attr.value:
-            out[str(tag)] = value
-        return out
-
-    def item(self) -> RObject:
-        flags = self.int()
-        t = flags & 0xFF
-        levels = flags >> 12
-        has_attr = bool(flags & _HAS_ATTR)
-        has_tag = bool(flags & _HAS_TAG)
-        if t == NILVALUE_SXP:
-            return RObject(NILSXP, None)
-        if t in (EMPTYENV_SXP, BASEENV_SXP, GLOBALENV_SXP, BASENAMESPACE_SXP, MISSINGARG_SXP):
-            return RObject(t, None)
-        if t == REFSXP:
-            idx = flags >> 8
-            if idx == 0:
-                idx = self.int()
-            if not 1 <= idx <= len(self.refs):
-                raise self.fail(f"reference {idx} to an unknown object")
-            return self.refs[idx - 1]
-        if t == SYMSXP:
-            name = self.item()
-            obj = RObject(SYMSXP, name.value)
-            self.refs.append(obj)
-            return obj
-        if t == CHARSXP:
-            return RObject(CHARSXP, self.charsxp(levels))
-        if t == LISTSXP:  # pairlist: (attr) (tag) car cdr, the cdr chain iterated
-            cells: list[tuple[str | None, RObject]] = []
-            attrs: dict[str, RObject] = {}
-            while True:
-                if has_attr:
-                    attrs.update(self.attributes())
-                tag = self.item().value if has_tag else None
-                cells.append((tag, self.item()))
-                flags = self.int()
-                t = flags & 0xFF
-                if t == NILVALUE_SXP:
-                    break
-                if t != LISTSXP:
-                    raise self.fail(f"pairlist ends in type {t}")
-                has_attr, has_tag = bool(flags & _HAS_ATTR), bool(flags & _HAS_TAG)
-            return RObject(LISTSXP, cells, attrs)
-        if t == STRSXP:
-            n = self.length()
-            values: list[Any] = []
-            for _ in range(n):
-                f = self.int()
-                if f & 0xFF != CHARSXP:
-                    raise self.fail(f"string vector element of type {f & 0xFF}")
-                values.append(self.charsxp(f >> 12))
-        elif t in (LGLSXP, INTSXP):
-            n = self.length()
-            ints = struct.unpack(f">{n}i", self.take(4 * n))
-            values = [None if v == _NA_INTEGER else v for v in ints]
-            if t == LGLSXP:
-                values = [None if v is None else bool(v) for v in values]
-        elif t == REALSXP:
-            n = self.length()
-            values = list(struct.unpack(f">{n}d", self.take(8 * n)))
-        elif t in (VECSXP, EXPRSXP):
-            n = self.length()
-            values = [self.item() for _ in range(n)]
-        else:
-            raise self.fail(f"unsupported R object type {t}")
-        attrs = self.attributes() if has_attr else {}
-        return RObject(t, values, attrs)
-
-
-def unserialize_xdr(data: bytes, what: str = "R data") -> RObject:
-    """Parse one R XDR serialization (what ``saveRDS``/``serialize`` write, uncompressed).
-
-    Supports NULL, symbols, pairlists, logical/integer/double/character vectors and lists,
-    with attributes. ``what`` names the source in error messages. Raises ``RDataError``.
-    """
-    r = _XdrReader(data, what)
-    r.header()
-    return r.item()
+# Type byte of a record written with ``compressed`` 2 or 3 (R's R_decompress2/3).
+_RECORD_CODECS: dict[bytes, Callable[[bytes], bytes]] = {
+    b"Z": zlib.decompress,
+    b"1": zlib.decompress,
+    b"2": bz2.decompress,
+    b"X": lzma.decompress,
+    b"0": bytes,
+}
 
 
 def _decompress_record(raw: bytes, compressed: int, what: str) -> bytes:
-    """One lazy-load record: 4-byte big-endian length, then (R's ``compressed`` type) a zlib
-    stream (1), or a type byte and a bzip2/xz/zlib/raw stream (2, 3)."""
+    """One lazy-load record as an R serialization. ``compressed`` is the index's: 0, the
+    record is the serialization itself; 1, a 4-byte big-endian uncompressed length and a
+    zlib stream; 2 or 3, the length, a type byte (``_RECORD_CODECS``) and that stream."""
+    if not compressed:
+        return raw
     if len(raw) < 4:
         raise RDataError(f"{what}: record shorter than its 4-byte header")
     (n,) = struct.unpack(">I", raw[:4])
     body = raw[4:]
+    decompress: Callable[[bytes], bytes] = zlib.decompress
+    if compressed in (2, 3):
+        kind, body = body[:1], body[1:]
+        if kind not in _RECORD_CODECS:
+            raise RDataError(f"{what}: unknown record compression {kind!r}")
+        decompress = _RECORD_CODECS[kind]
     try:
-        if compressed in (2, 3):
-            kind, body = body[:1], body[1:]
-            if kind == b"2":
-                out = bz2.decompress(body)
-            elif kind == b"X":
-                out = lzma.decompress(body)
-            elif kind == b"Z":
-                out = zlib.decompress(body)
-            elif kind == b"0":
-                out = body
-            else:
-                raise RDataError(f"{what}: unknown record compression {kind!r}")
-        else:
-            out = zlib.decompress(body)
-    except (zlib.error, OSError, lzma.LZMAError) as e:
+        out = decompress(body)
+    except (zlib.error, lzma.LZMAError, OSError, ValueError, EOFError) as e:
         raise RDataError(f"{what}: cannot decompress record: {e}") from e
     if len(out) != n:
         raise RDataError(f"{what}: record length {len(out)}, header says {n}")
     return out
 
 
-def read_lazyload_db(data_dir: Pathlike) -> dict[str, RObject]:
+def _read_r(data: bytes, what: str) -> Any:
+    """One R serialization (bare, or gzip/bzip2/xz-compressed) as Python objects, with
+    rdata: a character vector -> ``list[str | None]`` (NA -> None); anything else as
+    ``rdata.conversion.convert`` gives it (named list -> dict, vector -> numpy array, ...)."""
+    try:
+        with warnings.catch_warnings():
+            # lazy-load records are bare serializations without RDS's file magic: expected
+            warnings.filterwarnings(
+                "ignore", message="Unknown file type: assumed RDS", category=UserWarning
+            )
+            parsed = rdata.parser.parse_data(data)
+            value = rdata.conversion.convert(parsed)
+    except Exception as e:  # noqa: BLE001 - rdata raises ValueError, AssertionError, ...
+        raise RDataError(f"{what}: not a readable R serialization: {type(e).__name__}: {e}") from e
+    if parsed.object.info.type is rdata.parser.RObjectType.STR:
+        return [None if s is None else str(s) for s in value]
+    return value
+
+
+def read_lazyload_db(data_dir: Pathlike) -> dict[str, list[str | None] | Any]:
     """Read every object of an R lazy-load database ``<data_dir>/Rdata.{rdx,rdb}``.
 
-    Returns ``{object name: RObject}``. Raises ``FileNotFoundError`` or ``RDataError``.
+    Returns ``{object name: value}``: a character vector as ``list[str | None]`` (NA ->
+    None), any other object as ``rdata.conversion.convert`` gives it (numpy arrays, dicts
+    for named lists, ...). Raises ``FileNotFoundError``, or ``RDataError`` naming the file
+    and object for an unreadable index or record.
     """
     data_dir = Path(data_dir)
     rdx, rdb = data_dir / "Rdata.rdx", data_dir / "Rdata.rdb"
     for p in (rdx, rdb):
         if not p.is_file():
             raise FileNotFoundError(f"missing {p}")
-    raw = rdx.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    elif raw[:2] != b"X\n":  # saveRDS with compress=bzip2/xz, or a bare zlib record
-        for dec in (bz2.decompress, lzma.decompress, lambda b: zlib.decompress(b[4:])):
-            try:
-                raw = dec(raw)
-                break
-            except Exception:  # noqa: BLE001 - try the next format
-                continue
-    index = unserialize_xdr(raw, str(rdx)).as_dict()
-    if "variables" not in index:
+    index = _read_r(rdx.read_bytes(), str(rdx))
+    if not isinstance(index, dict) or "variables" not in index:
         raise RDataError(f"{rdx}: no 'variables' entry in the index")
-    comp = index.get("compressed")
-    compressed = 1
-    if comp is not None and comp.value:
-        v = comp.value[0]
-        compressed = 1 if v is True else int(v or 0)
+    variables = index["variables"]
+    if isinstance(variables, list) and not variables:  # an unnamed empty list()
+        variables = {}
+    if not isinstance(variables, dict):
+        raise RDataError(f"{rdx}: 'variables' is not a named list")
+    comp = np.ravel(index.get("compressed", [1]))
+    compressed = int(comp[0]) if comp.size else 1  # TRUE -> 1
     blob = rdb.read_bytes()
-    out: dict[str, RObject] = {}
-    for name, loc in index["variables"].as_dict().items():
-        offset, length = (int(v) for v in loc.value[:2])
-        what = f"{rdb} object {name!r}"
-        if offset < 0 or offset + length > len(blob):
+    out: dict[str, list[str | None] | Any] = {}
+    for name, loc in variables.items():
+        what = f"{rdb} object {str(name)!r}"
+        key = np.ravel(loc)
+        if key.size != 2 or key.dtype.kind not in "iuf":
+            raise RDataError(f"{rdx}: the key of {str(name)!r} is not (offset, length)")
+        offset, length = int(key[0]), int(key[1])
+        if offset < 0 or length < 0 or offset + length > len(blob):
             raise RDataError(f"{what}: offset {offset}+{length} beyond the file's {len(blob)}")
         data = _decompress_record(blob[offset : offset + length], compressed, what)
-        out[str(name)] = unserialize_xdr(data, what)
+        out[str(name)] = _read_r(data, what)
     return out
 
 
@@ -346,9 +195,12 @@ def load_austen_novels(root: Pathlike | None = None) -> dict[str, list[str]]:
         if name not in objs:
             raise RDataError(f"{pkg / 'data' / 'Rdata.rdx'}: no novel {name!r}")
         obj = objs[name]
-        if obj.sexptype != STRSXP:
-            raise RDataError(f"{pkg}: {name} is R type {obj.sexptype}, not a character vector")
-        out[name] = [s or "" for s in obj.value]
+        if not isinstance(obj, list):
+            raise RDataError(
+                f"{pkg / 'data' / 'Rdata.rdb'} object {name!r}: not a character vector "
+                f"(read as {type(obj).__name__})"
+            )
+        out[name] = [s or "" for s in obj]
     return out
 
 

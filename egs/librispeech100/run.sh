@@ -10,7 +10,11 @@
 #   5  speaker probe (linear) and the results table -> exp/<tag>/probe_speaker/, RESULTS.md
 #
 # Usage: ./run.sh [options]      e.g. ./run.sh --stage 0 --stop-stage 5
-# Re-running a finished stage with the same options does nothing; a changed option re-runs it.
+# A stage re-runs only when something it is made from changed: an option, the CONTENTS of the
+# config, the seed, or an upstream stage's outputs; otherwise it is skipped. exp/<tag>/ is
+# named after the config, a non-default seed and the overrides; its checkpoints record the data
+# and settings they were trained on, and continuing them under other ones is refused (pass a new
+# --tag, or --restart-exp true to move the old experiment aside).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -25,15 +29,17 @@ seed=42                 # random seed (corpus, training, probes)
 nj=2                    # parallel jobs for data preparation and feature extraction
 config=conf/cpc_small.yaml   # training config (conf/cpc_paper.yaml, conf/cpc_small.yaml, conf/cpc_tiny.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=1e-3 train.max_steps=200"
-tag=""                  # experiment name under exp/ (empty: the config's name, plus a hash of the overrides)
+tag=""                  # experiment name under exp/ (empty: config name [+ _seed<N> if not 42] [+ overrides hash])
+restart_exp=false       # stage 2: if exp/<tag>/ holds checkpoints of other data/config/seed, rename it to exp/<tag>.old-<time> and train anew
 nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
 nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
-dump_z=false            # stage 3: also dump the encoder output z_t (512-d)
+dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
 
+declare -r _seed_default=$seed
 . utils/parse_options.sh
 . ./path.sh
 . ./cmd.sh
@@ -54,8 +60,14 @@ else
     exit 1
   fi
 fi
+if [ ! -f "$config" ]; then
+  log "--config $config does not exist (choose one of: $(ls conf/*.yaml | tr '\n' ' '))"
+  exit 1
+fi
+config_md5=$(md5sum <"$config" | cut -c1-12)  # stages depend on the config's contents
 if [ -z "$tag" ]; then
   tag=$(basename "$config" .yaml)
+  [ "$seed" != "$_seed_default" ] && tag=${tag}_seed$seed
   [ -n "$overrides" ] && tag=${tag}_$(printf '%s' "$overrides" | md5sum | cut -c1-6)
 fi
 if [ -z "$nproc_per_node" ]; then
@@ -75,13 +87,14 @@ fi
 if begin_stage 0 "prepare lhotse manifests" $data_marks/stage0.done "$corpus_opts"; then
   if [ -n "$mini_dir" ]; then
     log "building the embedded mini-LibriSpeech in $mini_dir"
-    python $CPC_ROOT/local/make_mini_librispeech.py --out-dir "$mini_dir" \
+    python local/make_mini_librispeech.py --out-dir "$mini_dir" \
       --speakers "$mini_speakers" --minutes "$mini_minutes" --clean "$mini_clean" \
       --seed "$seed" --num-jobs "$nj"
   fi
   python local/prepare_manifests.py --corpus-dir "$corpus_root" --output-dir $manifests \
     --num-jobs "$nj"
-  end_stage
+  end_stage $manifests/librispeech_recordings_train-clean-100.jsonl.gz \
+    $manifests/librispeech_supervisions_train-clean-100.jsonl.gz
 fi
 
 # ---- stage 1: phone labels + split -> labelled cuts ----
@@ -89,48 +102,62 @@ if begin_stage 1 "attach phone labels, split train/test" $data_marks/stage1.done
     "labels_dir=$labels_dir max_frame_diff=$max_frame_diff corpus=$(stage_sig $data_marks/stage0.done)"; then
   python local/prepare_labels.py --manifest-dir $manifests --labels-dir "$labels_dir" \
     --lang-dir data/lang --max-frame-diff $max_frame_diff
-  end_stage
+  end_stage $manifests/librispeech_cuts_train.jsonl.gz $manifests/librispeech_cuts_test.jsonl.gz \
+    data/lang/phones.txt
 fi
 
 # ---- stage 2: CPC pre-training (torchrun, DDP) ----
 if begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
-    "config=$config overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage1.done)"; then
+    "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage1.done)"; then
+  train_args=(--config "$config" --exp-dir $exp --data-dir $manifests --seed "$seed")
+  # shellcheck disable=SC2206
+  [ -n "$overrides" ] && train_args+=(--override $overrides)
+  if [ -d $exp ]; then
+    # Checkpoints of other inputs (data, config, seed) are refused here, before torchrun
+    # starts; with --restart-exp true the old exp/<tag> is moved aside (never deleted).
+    rc=0
+    python $CPC_ROOT/local/train.py "${train_args[@]}" --check-only true \
+      --restart-exp "$restart_exp" || rc=$?
+    if [ $rc -ne 0 ]; then
+      log "stage 2 stopped: see the error above"
+      exit 1
+    fi
+  fi
   launch=(torchrun --nproc-per-node "$nproc_per_node" --nnodes "$nnodes")
   if [ -n "$rdzv_endpoint" ]; then
     launch+=(--node-rank "$node_rank" --rdzv-backend c10d --rdzv-endpoint "$rdzv_endpoint")
   else
     launch+=(--standalone)
   fi
-  # shellcheck disable=SC2086
-  $train_cmd $exp/log/train.log "${launch[@]}" $CPC_ROOT/local/train.py \
-    --config "$config" --exp-dir $exp --manifest-dir $manifests --seed "$seed" \
-    ${overrides:+--override $overrides}
-  end_stage
+  $train_cmd $exp/log/train.log "${launch[@]}" $CPC_ROOT/local/train.py "${train_args[@]}"
+  end_stage $exp/best.pt
 fi
 
 # ---- stage 3: feature dumps ----
+dump_dirs="cpc_$tag mfcc random_$tag"
+if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z random_${tag}_z"; fi
+probe_feats=$dump_dirs
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
-    "dump_z=$dump_z train=$(stage_sig $exp_marks/stage2.done)"; then
-  python $CPC_ROOT/local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
+    "dump_z=$dump_z train=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage1.done)"; then
+  python local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
     --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
-  python $CPC_ROOT/local/extract_features.py --feat-type mfcc \
+  python local/extract_features.py --feat-type mfcc \
     --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
-  python $CPC_ROOT/local/extract_features.py --feat-type random --config "$config" \
-    ${overrides:+--override $overrides} --seed "$seed" \
+  # shellcheck disable=SC2086
+  python local/extract_features.py --feat-type random --config "$config" \
+    ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
     --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
-  end_stage
+  end_stage $(for f in $dump_dirs; do echo data/$f/info.json; done)
 fi
 
 # ---- stage 4: phone probes ----
-probe_feats="cpc_$tag mfcc random_$tag"
-if [ "$dump_z" = true ]; then probe_feats="$probe_feats cpc_${tag}_z"; fi
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
     "seed=$seed feats=$(stage_sig $exp_marks/stage3.done)"; then
   for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
       --output-dir $exp/probe_phone/$feat --seed "$seed"
   done
-  end_stage
+  end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi
 
 # ---- stage 5: speaker probes + results ----
@@ -142,6 +169,7 @@ if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
       --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
   done
   python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag"
-  end_stage
+  end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
+    $exp/RESULTS.md $exp/results.json
   log "results: $exp/RESULTS.md"
 fi

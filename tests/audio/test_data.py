@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+from lhotse import CutSet
 
 from cpc.audio.config import AudioDataConfig
 from cpc.audio.data import AudioDataError, AudioWindowData, load_train_cuts
-from tests.factories import make_tiny_corpus
+from tests.factories import tiny_cuts
 
 W = 3200
-
-
-def tiny_cuts(root: Path, speakers: int = 4, utts: int = 3, seed: int = 0) -> CutSet:
-    """Cuts over a tiny LibriSpeech-layout corpus (1-3 s utterances, speaker = SPK)."""
-    corpus = make_tiny_corpus(root, speakers=speakers, chapters=1, utts=utts, seed=seed)
-    recs = RecordingSet.from_recordings(
-        Recording.from_file(corpus.flac(u), recording_id=u) for u in corpus.utt_ids
-    )
-    sups = SupervisionSet.from_segments(
-        SupervisionSegment(u, u, 0.0, recs[u].duration, speaker=u.split("-")[0])
-        for u in corpus.utt_ids
-    )
-    return CutSet.from_manifests(recordings=recs, supervisions=sups)
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +132,47 @@ def test_short_cuts_are_skipped_and_errors_are_clear(cuts, tmp_path, caplog):
     sf.write(path, x[: len(x) // 2], sr)
     with pytest.raises(AudioDataError, match="shorter than its manifest"):
         data.dataset.read(0, int(data.table.lengths[0]) - W)
+
+
+def test_validation_split_is_fixed_by_ids_and_held_out(cuts):
+    from cpc.audio.data import split_valid
+
+    train, valid = split_valid(cuts, 0.25, W, 16000)
+    assert len(valid) == 3 and len(train) == len(cuts) - 3
+    assert not {c.id for c in train} & {c.id for c in valid}
+    again, valid2 = split_valid(list(reversed(list(cuts))), 0.25, W, 16000)
+    assert {c.id for c in valid2} == {c.id for c in valid}  # order does not matter
+    assert split_valid(cuts, 0.0, W, 16000)[1] == []
+    assert len(split_valid(cuts, 0.001, W, 16000)[1]) == 1  # at least one cut held out
+
+
+def test_validation_windows_are_fixed_and_shared_out(cuts):
+    from cpc.audio.data import ValidWindows
+
+    cfg = AudioDataConfig(window=W, num_workers=0, batch_size=4, valid_max_windows=16)
+    v = ValidWindows(cuts, cfg)
+    assert len(v) == 4 and v.plan.shape == (4, 4, 2)
+    assert (v.plan[..., 1] % W == 0).all()  # windows from each cut's start, no random shift
+    one = [(i, b["wave"]) for i, b in v.eval_batches(0, 1)]
+    two = [(i, b["wave"]) for r in (0, 1) for i, b in v.eval_batches(r, 2)]
+    assert [i for i, _ in one] == [0, 1, 2, 3] and sorted(i for i, _ in two) == [0, 1, 2, 3]
+    by_index = dict(two)
+    for i, w in one:
+        assert np.array_equal(w.numpy(), by_index[i].numpy())
+
+
+def test_data_signature_is_content_not_location(tmp_path):
+    import shutil
+
+    from cpc.audio.data import data_signature
+
+    a = tiny_cuts(tmp_path / "a")
+    sig = data_signature(a)
+    assert sig["cuts"] == len(a) and sig["speakers"] == 4
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    moved = tiny_cuts(tmp_path / "moved")  # same corpus, other paths
+    assert data_signature(moved) == sig
+    path = moved[0].recording.sources[0].source
+    x, sr = sf.read(path)
+    sf.write(path, np.roll(x, 1), sr)  # same length, other samples
+    assert data_signature(moved)["sha256"] != sig["sha256"]

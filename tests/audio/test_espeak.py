@@ -10,6 +10,9 @@ import pytest
 
 from cpc.audio import espeak as E
 from cpc.audio.mini_librispeech import espeak_to_arpabet
+from tests.needs import require
+
+ESPEAK = "espeak-ng (libespeak-ng, from the espeakng-loader wheel)"
 
 
 def _available() -> bool:
@@ -18,9 +21,6 @@ def _available() -> bool:
         return True
     except E.EspeakNotFoundError:
         return False
-
-
-needs_espeak = pytest.mark.skipif(not _available(), reason="espeak-ng not installed")
 
 
 def test_event_struct_matches_speak_lib_h() -> None:
@@ -51,8 +51,8 @@ def test_segments_tile_and_drop_zero_length() -> None:
     assert syn.segments() == [E.PhoneSegment("h", 0, 10), E.PhoneSegment("@", 10, 100)]
 
 
-@needs_espeak
 def test_synthesis_returns_audio_and_phoneme_events() -> None:
+    require(_available(), ESPEAK)
     tts = E.get_espeak()
     assert tts.sample_rate == E.ESPEAK_SAMPLE_RATE
     tts.set_voice("en-us+m3")
@@ -81,8 +81,8 @@ def test_synthesis_returns_audio_and_phoneme_events() -> None:
     assert zcr({"S", "SH"}) > 2.5 * zcr({"IY", "EH", "AO", "AY"})
 
 
-@needs_espeak
 def test_rate_changes_duration_and_unknown_variant_is_refused() -> None:
+    require(_available(), ESPEAK)
     tts = E.get_espeak()
     tts.set_voice("en-us+f2")
     text = "It is a truth universally acknowledged."

@@ -133,6 +133,31 @@ def test_transcript_line_of_another_chapter_names_file_and_line(corpus, tmp_path
         prepare_librispeech_manifests(corpus.corpus_dir, tmp_path / "m")
 
 
+def test_transcript_not_utf8_names_file_line_bytes_and_fix(corpus, tmp_path):
+    out = tmp_path / "manifests"
+    prepare_librispeech_manifests(corpus.corpus_dir, out)
+    before = snapshot(out)
+    utt = corpus.utt_ids[1]
+    trans = corpus.trans(utt)
+    lines = trans.read_bytes().splitlines(keepends=True)
+    assert lines[1].startswith(utt.encode() + b" ")
+    lines[1] = utt.encode() + b" CAF\xe9 AU LAIT\n"  # latin-1 "é"
+    trans.write_bytes(b"".join(lines))
+    with pytest.raises(DataPrepError) as e:
+        prepare_librispeech_manifests(corpus.corpus_dir, out)
+    msg = str(e.value)
+    column, offset = len(utt) + 4, len(lines[0]) + len(utt) + 4
+    assert msg.startswith(
+        f"{trans}:2: not UTF-8 text (byte 0xe9 at byte {column} of the line, {offset} of the file)"
+    )
+    assert "iconv -f latin1 -t utf-8" in msg and "re-extract it from the LibriSpeech" in msg
+    assert snapshot(out) == before
+    # the fix the message gives works
+    trans.write_bytes(trans.read_bytes().decode("latin-1").encode("utf-8"))
+    _, sups = prepare_librispeech_manifests(corpus.corpus_dir, out)
+    assert {s.id: s.text for s in sups}[utt] == "CAF\u00e9 AU LAIT"
+
+
 def test_missing_speakers_txt_only_drops_gender(corpus, tmp_path):
     (corpus.corpus_dir / "SPEAKERS.TXT").unlink()
     _, sups = prepare_librispeech_manifests(corpus.corpus_dir, tmp_path / "m")

@@ -1,5 +1,6 @@
-"""cpc.audio.mini_librispeech + local/make_mini_librispeech.py on tiny corpora (3 speakers,
-about 40 s of audio): layout, label/audio agreement, alignment, splits, channels, determinism.
+"""cpc.audio.mini_librispeech + egs/librispeech100/local/make_mini_librispeech.py on tiny
+corpora (3 speakers, about 40 s of audio): layout, label/audio agreement, alignment, splits,
+channels, determinism.
 """
 
 from __future__ import annotations
@@ -15,29 +16,35 @@ from lhotse.utils import compute_num_frames
 
 from cpc.audio import espeak as E
 from cpc.audio import mini_librispeech as M
+from cpc.audio.constants import ARPABET
 from cpc.audio.text import find_janeaustenr
+from tests.needs import require
 
 SEED = 7
 TINY = {"speakers": 3, "minutes": 0.6, "seed": SEED, "num_jobs": 2}
+ESPEAK = "espeak-ng (libespeak-ng, from the espeakng-loader wheel)"
+AUSTEN = "the Jane Austen text (Debian's r-cran-janeaustenr, unpacked into the venv)"
 
 
-def _ready() -> bool:
+def _missing_inputs() -> list[str]:
+    """The corpus builder's inputs that are not installed."""
+    missing = []
     try:
         E.find_espeak()
-        find_janeaustenr()
-        return True
     except FileNotFoundError:
-        return False
-
-
-needs_corpus_inputs = pytest.mark.skipif(not _ready(), reason="espeak-ng or Austen text missing")
+        missing.append(ESPEAK)
+    try:
+        find_janeaustenr()
+    except FileNotFoundError:
+        missing.append(AUSTEN)
+    return missing
 
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not _ready():
-        pytest.skip("espeak-ng or Austen text missing")
-    from local.make_mini_librispeech import main
+    missing = _missing_inputs()
+    require(not missing, " and ".join(missing))
+    from egs.librispeech100.local.make_mini_librispeech import main
 
     root = tmp_path_factory.mktemp("mini")
     out = {name: root / name for name in ("clean", "channel", "channel_again")}
@@ -74,7 +81,16 @@ def _frames(root: Path, utt: str, n: int) -> np.ndarray:
 
 
 def test_num_frames_equals_lhotse() -> None:
-    for n in list(range(0, 2000, 7)) + [16000 * 3 + k for k in range(-200, 200, 13)]:
+    # a frame is counted once half of it (80 samples) is there
+    edges = [0, 1, 79, 80, 81, 159, 160, 161, 239, 240, 241, 16000, 16079, 16080, 16081]
+    assert [M.num_frames(n) for n in edges] == [0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 100, 100, 101, 101]
+    ns = (
+        edges
+        + list(range(0, 2000, 7))
+        + [16000 * k + d for k in (3, 15) for d in range(-200, 200, 13)]
+    )
+    ns += [160 * k + d for k in (1000, 2400, 100_000) for d in (-81, -80, -79, 0, 79, 80, 81)]
+    for n in ns:
         assert M.num_frames(n) == compute_num_frames(n / 16000, 0.01, 16000), n
 
 
@@ -96,7 +112,7 @@ def test_espeak_phoneme_mapping() -> None:
     assert M.espeak_to_arpabet("qq") == ("SPN",)
     targets = {p for v in M.ESPEAK_TO_ARPABET.values() for p in v}
     assert targets <= set(M.PHONE_SYMBOLS)
-    assert set(M.ARPABET) <= targets  # every phone class is reachable
+    assert set(ARPABET) <= targets  # every phone class is reachable
     assert len(M.PHONE_SYMBOLS) == 41 and M.PHONE_SYMBOLS[0] == "SIL"
 
 
@@ -114,7 +130,7 @@ def test_bad_options_and_unwritable_out_dir(tmp_path: Path) -> None:
 def test_cli_reports_errors_without_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from local.make_mini_librispeech import main
+    from egs.librispeech100.local.make_mini_librispeech import main
 
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -131,8 +147,7 @@ def test_cli_reports_errors_without_traceback(
 
 
 def test_missing_text_error(tmp_path: Path) -> None:
-    if not _ready():
-        pytest.skip("espeak-ng missing")
+    require(ESPEAK not in _missing_inputs(), ESPEAK)
     with pytest.raises(FileNotFoundError, match="r-cran-janeaustenr"):
         M.build_mini_librispeech(tmp_path / "c", speakers=2, minutes=0.5, text_root=tmp_path)
     assert not (tmp_path / "c").exists()
@@ -141,7 +156,6 @@ def test_missing_text_error(tmp_path: Path) -> None:
 # ---- built corpora ----
 
 
-@needs_corpus_inputs
 def test_layout_and_formats(corpora: dict[str, Path]) -> None:
     root = corpora["channel"]
     assert sorted(p.name for p in root.iterdir()) == ["LibriSpeech", "info.json", "labels"]
@@ -193,7 +207,6 @@ def test_layout_and_formats(corpora: dict[str, Path]) -> None:
     assert sorted(c[0] for c in chapters) == sorted(p.name for p in subset.glob("*/*"))
 
 
-@needs_corpus_inputs
 def test_label_frames_match_audio(corpora: dict[str, Path]) -> None:
     root = corpora["channel"]
     labels = _labels(root)
@@ -208,7 +221,6 @@ def test_label_frames_match_audio(corpora: dict[str, Path]) -> None:
     assert phones == [[p, str(i)] for i, p in enumerate(M.PHONE_SYMBOLS)]
 
 
-@needs_corpus_inputs
 def test_splits_by_utterance_with_every_speaker_in_both(corpora: dict[str, Path]) -> None:
     root = corpora["channel"]
     train = (root / "labels" / "train_split.txt").read_text().split()
@@ -220,7 +232,6 @@ def test_splits_by_utterance_with_every_speaker_in_both(corpora: dict[str, Path]
     assert len(test) <= len(train)
 
 
-@needs_corpus_inputs
 def test_labels_line_up_with_clean_audio(corpora: dict[str, Path]) -> None:
     root = corpora["clean"]
     sym = M.PHONE_SYMBOLS
@@ -243,7 +254,6 @@ def test_labels_line_up_with_clean_audio(corpora: dict[str, Path]) -> None:
     assert pool(zcr, ["S", "SH", "Z", "CH"]) > 2.0 * pool(zcr, vowels)
 
 
-@needs_corpus_inputs
 def test_channel_differs_from_clean(corpora: dict[str, Path]) -> None:
     clean, chan = corpora["clean"], corpora["channel"]
     # the same seed gives the same utterances and labels; only the recording differs
@@ -264,7 +274,6 @@ def test_channel_differs_from_clean(corpora: dict[str, Path]) -> None:
     assert np.all((snr > 12) & (snr < 50)), snr  # 20-40 dB drawn, plus filtering and gain
 
 
-@needs_corpus_inputs
 def test_same_seed_same_corpus(corpora: dict[str, Path]) -> None:
     a, b = corpora["channel"], corpora["channel_again"]
     for name in ("converted_aligned_phones.txt", "train_split.txt", "test_split.txt"):
@@ -279,7 +288,6 @@ def test_same_seed_same_corpus(corpora: dict[str, Path]) -> None:
     assert ia == ib
 
 
-@needs_corpus_inputs
 def test_info_json(corpora: dict[str, Path]) -> None:
     info = json.loads((corpora["channel"] / "info.json").read_text())
     assert info["options"] == {**TINY, "clean": False}

@@ -1,18 +1,23 @@
-"""cpc.audio.text: the R XDR / lazy-load reader and the Austen sentence pipeline."""
+"""cpc.audio.text: the R lazy-load database reader (on rdata) and the Austen sentence pipeline."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cpc.audio import text as T
+from tests.needs import require
 
-# ---- a tiny R XDR writer for fixtures (the inverse of the reader, written by hand) ----
+# ---- a tiny R XDR serialization writer for fixtures (what R's serialize() writes) ----
 
 
 def _i(v: int) -> bytes:
@@ -53,66 +58,151 @@ def _vecsxp(items: list[bytes], names: list[str] | None = None, ref: bool = Fals
     return _i(flags) + _i(len(items)) + b"".join(items) + attrs
 
 
-def test_unserialize_character_vector_with_na_and_utf8() -> None:
-    data = _header() + _strsxp(["EMMA", "", None, "caf\u00e9"])
-    obj = T.unserialize_xdr(data)
-    assert obj.sexptype == T.STRSXP
-    assert obj.value == ["EMMA", "", None, "caf\u00e9"]
+def _lglsxp(values: list[int]) -> bytes:
+    return _i(10) + _i(len(values)) + b"".join(_i(v) for v in values)
 
 
-def test_unserialize_named_list_with_symbol_reference() -> None:
-    inner = _vecsxp([_intsxp([0, 10]), _intsxp([10, 7])], names=["a", "b"])
-    outer = _vecsxp([inner, _i(10) + _i(1) + _i(1)], names=["variables", "compressed"], ref=True)
-    obj = T.unserialize_xdr(_header() + outer)
-    d = obj.as_dict()
-    assert list(d) == ["variables", "compressed"]
-    assert {k: v.value for k, v in d["variables"].as_dict().items()} == {
-        "a": [0, 10],
-        "b": [10, 7],
-    }
-    assert d["compressed"].value == [True]
+def _record(payload: bytes, compressed: int, kind: bytes = b"Z") -> bytes:
+    """A lazy-load record as R writes it (R_compress1/2/3), or the bare payload for 0."""
+    if not compressed:
+        return payload
+    if compressed not in (2, 3):  # R_compress1: zlib, no type byte
+        return struct.pack(">I", len(payload)) + zlib.compress(payload)
+    codec = {b"Z": zlib.compress, b"2": bz2.compress, b"X": lzma.compress, b"0": bytes}
+    return struct.pack(">I", len(payload)) + kind + codec[kind](payload)
 
 
-def test_unserialize_rejects_other_formats_and_truncation() -> None:
-    with pytest.raises(T.RDataError, match="ASCII"):
-        T.unserialize_xdr(b"A\n1\n")
-    with pytest.raises(T.RDataError, match="truncated"):
-        T.unserialize_xdr(_header() + _strsxp(["hello"])[:-2])
-
-
-def _write_lazyload_db(d: Path, objects: dict[str, list[str]]) -> None:
+def _write_lazyload_db(
+    d: Path,
+    objects: dict[str, bytes | list[str | None]],
+    compressed: int = 1,
+    kind: bytes = b"Z",
+    rdx_codec: Callable[[bytes], bytes] = gzip.compress,
+) -> None:
+    """An R lazy-load database: character vectors given as lists, other objects as their
+    XDR bytes (without the header)."""
     d.mkdir(parents=True)
     blob = b""
     index = []
     for vals in objects.values():
-        payload = _header() + _strsxp(vals)
-        rec = struct.pack(">I", len(payload)) + zlib.compress(payload)
+        payload = _header() + (_strsxp(vals) if isinstance(vals, list) else vals)
+        rec = _record(payload, compressed, kind)
         index.append(_intsxp([len(blob), len(rec)]))
         blob += rec
     (d / "Rdata.rdb").write_bytes(blob)
     variables = _vecsxp(index, names=list(objects))
+    comp = _lglsxp([1]) if compressed == 1 else (_lglsxp([0]) if not compressed else None)
     rdx = _vecsxp(
-        [variables, _vecsxp([]), _i(10) + _i(1) + _i(1)],
+        [variables, _vecsxp([]), comp or _intsxp([compressed])],
         names=["variables", "references", "compressed"],
         ref=True,
     )
-    (d / "Rdata.rdx").write_bytes(gzip.compress(_header() + rdx))
+    (d / "Rdata.rdx").write_bytes(rdx_codec(_header() + rdx))
 
 
 def test_read_lazyload_db_from_handmade_files(tmp_path: Path) -> None:
-    _write_lazyload_db(tmp_path / "data", {"one": ["a", "b"], "two": ["x", None, "z"]})
+    objects: dict[str, bytes | list[str | None]] = {
+        "one": ["a", "b"],
+        "two": ["x", None, "z"],
+        "utf8": ["caf\u00e9", "", "\u201cquoted\u201d"],
+        "empty": [],
+        "ints": _intsxp([3, -7, 11]),
+    }
+    _write_lazyload_db(tmp_path / "data", objects)
     objs = T.read_lazyload_db(tmp_path / "data")
-    assert {k: v.value for k, v in objs.items()} == {"one": ["a", "b"], "two": ["x", None, "z"]}
+    assert list(objs) == ["one", "two", "utf8", "empty", "ints"]
+    assert objs["one"] == ["a", "b"]
+    assert objs["two"] == ["x", None, "z"]
+    assert objs["utf8"] == ["caf\u00e9", "", "\u201cquoted\u201d"]
+    assert objs["empty"] == []
+    assert all(type(v) is str for k in ("one", "utf8") for v in objs[k])
+    assert np.asarray(objs["ints"]).tolist() == [3, -7, 11]  # other types: as rdata gives them
 
 
-def test_read_lazyload_db_detects_corrupt_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("compressed", "kind"),
+    [(0, b""), (1, b""), (2, b"2"), (2, b"Z"), (2, b"0"), (3, b"X"), (3, b"Z"), (3, b"2")],
+)
+def test_read_lazyload_db_record_framings(tmp_path: Path, compressed: int, kind: bytes) -> None:
+    _write_lazyload_db(tmp_path / "data", {"v": ["p", None, "q"]}, compressed, kind)
+    assert T.read_lazyload_db(tmp_path / "data") == {"v": ["p", None, "q"]}
+
+
+@pytest.mark.parametrize(
+    "codec", [gzip.compress, bz2.compress, lzma.compress, bytes], ids=["gz", "bz2", "xz", "raw"]
+)
+def test_read_lazyload_db_index_compressions(
+    tmp_path: Path, codec: Callable[[bytes], bytes]
+) -> None:
+    _write_lazyload_db(tmp_path / "data", {"v": ["w"]}, rdx_codec=codec)
+    assert T.read_lazyload_db(tmp_path / "data") == {"v": ["w"]}
+
+
+def test_read_lazyload_db_detects_wrong_record_length(tmp_path: Path) -> None:
     _write_lazyload_db(tmp_path / "data", {"one": ["a", "b"]})
     rdb = tmp_path / "data" / "Rdata.rdb"
     raw = bytearray(rdb.read_bytes())
+    true_length = struct.unpack(">I", raw[0:4])[0]
     raw[0:4] = struct.pack(">I", 9999)  # wrong uncompressed length
     rdb.write_bytes(bytes(raw))
-    with pytest.raises(T.RDataError, match="record length"):
+    with pytest.raises(T.RDataError) as e:
         T.read_lazyload_db(tmp_path / "data")
+    assert str(e.value) == f"{rdb} object 'one': record length {true_length}, header says 9999"
+
+
+def test_read_lazyload_db_detects_corrupt_record(tmp_path: Path) -> None:
+    _write_lazyload_db(tmp_path / "data", {"one": ["a"], "two": ["b", "c"]})
+    rdb = tmp_path / "data" / "Rdata.rdb"
+    raw = bytearray(rdb.read_bytes())
+    n1 = 4 + len(zlib.compress(_header() + _strsxp(["a"])))
+    raw[n1 + 4 : n1 + 6] = b"\xff\xff"  # the zlib header of the second record
+    rdb.write_bytes(bytes(raw))
+    with pytest.raises(T.RDataError, match=rf"^{re.escape(str(rdb))} object 'two': cannot decomp"):
+        T.read_lazyload_db(tmp_path / "data")
+
+
+def test_read_lazyload_db_detects_record_that_is_not_a_serialization(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    _write_lazyload_db(d, {"ok": ["a"], "one": _i(99)})  # framed right; no R type 99
+    with pytest.raises(T.RDataError, match=r"object 'one': not a readable R serialization"):
+        T.read_lazyload_db(d)
+
+
+def test_read_lazyload_db_index_errors(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    _write_lazyload_db(d, {"one": ["a"]})
+    rdx = d / "Rdata.rdx"
+    rdx.write_bytes(gzip.compress(_header() + _vecsxp([_intsxp([1])], names=["other"])))
+    with pytest.raises(T.RDataError, match=rf"^{re.escape(str(rdx))}: no 'variables' entry"):
+        T.read_lazyload_db(d)
+    rdx.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(T.RDataError, match=rf"^{re.escape(str(rdx))}: not a readable R serial"):
+        T.read_lazyload_db(d)
+    rdx.unlink()
+    with pytest.raises(FileNotFoundError, match="Rdata.rdx"):
+        T.read_lazyload_db(d)
+
+
+def _fake_package(root: Path, emma: bytes | list[str | None]) -> Path:
+    novels: dict[str, bytes | list[str | None]] = {b: [b.upper(), "", "x"] for b in T.AUSTEN_BOOKS}
+    novels["emma"] = emma
+    _write_lazyload_db(root / "data", novels)
+    return root
+
+
+def test_load_austen_novels_from_a_handmade_package(tmp_path: Path) -> None:
+    pkg = _fake_package(tmp_path / "pkg", ["EMMA", None, "", "Emma Woodhouse"])
+    novels = T.load_austen_novels(pkg)
+    assert list(novels) == list(T.AUSTEN_BOOKS)
+    assert novels["emma"] == ["EMMA", "", "", "Emma Woodhouse"]  # NA -> ""
+    assert novels["persuasion"] == ["PERSUASION", "", "x"]
+
+
+def test_load_austen_novels_rejects_an_object_that_is_not_text(tmp_path: Path) -> None:
+    pkg = _fake_package(tmp_path / "pkg", _intsxp([1, 2]))
+    with pytest.raises(T.RDataError) as e:
+        T.load_austen_novels(pkg)
+    assert str(e.value).startswith(f"{pkg / 'data' / 'Rdata.rdb'} object 'emma': not a character")
 
 
 def test_missing_text_names_the_fix(tmp_path: Path) -> None:
@@ -187,12 +277,20 @@ def _real_text_available() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _real_text_available(), reason="janeaustenr not unpacked")
 def test_real_novels_parse_into_clean_sentences() -> None:
+    require(_real_text_available(), "the Jane Austen text (Debian's r-cran-janeaustenr)")
     novels = T.load_austen_novels()
     assert list(novels) == list(T.AUSTEN_BOOKS)
-    assert novels["emma"][0] == "EMMA"
-    assert all(len(lines) > 5000 for lines in novels.values())
+    assert novels["emma"][:3] == ["EMMA", "", "By Jane Austen"]
+    assert {k: len(v) for k, v in novels.items()} == {  # janeaustenr 1.0.0's line counts
+        "sensesensibility": 12624,
+        "prideprejudice": 13030,
+        "mansfieldpark": 15349,
+        "emma": 16235,
+        "northangerabbey": 7856,
+        "persuasion": 8328,
+    }
+    assert all(type(line) is str for lines in novels.values() for line in lines)
     chapters = T.austen_chapters()
     assert len(chapters) > 200
     sents = [s for c in chapters for s in c.sentences]

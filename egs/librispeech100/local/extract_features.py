@@ -33,6 +33,7 @@ import sys
 
 import torch
 
+from cpc.audio.constants import DUMP_SPEC, SAMPLING_RATE
 from cpc.audio.extractor import (
     ExtractorError,
     batch_fn_for,
@@ -104,9 +105,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parts", nargs="+", default=["train", "test"], help="manifest parts to dump"
     )
-    parser.add_argument(
-        "--prefix", default="librispeech", help="manifest name prefix (<prefix>_cuts_<part>)"
-    )
     return parser
 
 
@@ -144,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir,
                 batch_fn_for(extractor),
                 feature_type=feat_type,
-                dim=extractor.feature_dim(16000),
+                dim=extractor.feature_dim(SAMPLING_RATE),
                 source=source,
+                spec=DUMP_SPEC,
                 parts=args.parts,
-                prefix=args.prefix,
                 storage_type=args.storage_type,
                 max_duration=max_dur,
                 details={"device": device, "num_threads": torch.get_num_threads()},

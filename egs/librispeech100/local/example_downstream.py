@@ -30,6 +30,7 @@ from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset
 from lhotse.dataset.collation import collate_custom_field, collate_features
 from lhotse.dataset.input_strategies import PrecomputedFeatures
 
+from cpc.audio.constants import LABEL_FIELD, PREFIX
 from cpc.cli import HelpFormatter
 from cpc.features import FeatureDumpError, load_dump, require_info
 from cpc.log import setup_logging
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         info = require_info(args.feature_dir)
-        cuts = load_dump(args.feature_dir, args.part)
+        cuts = load_dump(args.feature_dir, args.part, PREFIX)
     except (FeatureDumpError, FileNotFoundError) as e:
         logging.error(str(e))
         return 1
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_cuts = CutSet.from_cuts(batch["supervisions"]["cut"])
         # The same, without the dataset class: features and phone labels, padded alike.
         feats2, feat_lens = collate_features(batch_cuts)
-        labels, label_lens = collate_custom_field(batch_cuts, "phone_labels", pad_value=-100)
+        labels, label_lens = collate_custom_field(batch_cuts, LABEL_FIELD, pad_value=-100)
         if feats2.shape != feats.shape or not torch.equal(feat_lens, label_lens):
             logging.error(f"batch {i}: features and labels do not line up; re-run stages 1 and 3")
             return 1
