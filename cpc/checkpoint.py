@@ -163,7 +163,13 @@ def check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path: 
         lines = "\n  ".join(shown)
         raise IdentityMismatch(
             f"{path} was trained on other inputs than this run; differences (checkpoint -> "
-            f"now):\n  {lines}\nIts weights cannot be continued under other inputs.",
+            f"now):\n  {lines}\nIts weights cannot be continued under other inputs."
+            + (
+                " (The global batch is the per-process batch x processes x train.grad_accum: "
+                "keeping that product, e.g. with train.grad_accum, continues the run.)"
+                if any(d.startswith("processes_x_grad_accum") for d in diffs)
+                else ""
+            ),
             diffs,
         )
 

@@ -976,9 +976,11 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if parts & {"data", "extract"}:
         if args.manifest_dir:
             manifest_dir = Path(args.manifest_dir)
-            if not (manifest_dir / "librispeech_cuts_train.jsonl.gz").is_file():
+            from cpc.audio.constants import cuts_path
+
+            if not cuts_path(manifest_dir, "train").is_file():
                 raise FileNotFoundError(
-                    f"{manifest_dir}/librispeech_cuts_train.jsonl.gz not found: point "
+                    f"{cuts_path(manifest_dir, 'train')} not found: point "
                     "--manifest-dir at stage-1 manifests (data/manifests of a recipe) or leave "
                     "it out to build a tiny corpus"
                 )

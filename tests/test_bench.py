@@ -114,13 +114,9 @@ def test_train_part_writes_the_json_figures(tmp_path: Path) -> None:
 
 
 def test_data_extract_and_probe_parts(tmp_path: Path) -> None:
-    from cpc.audio.labels import attach_phone_labels
-    from cpc.audio.librispeech import prepare_librispeech_manifests
-    from tests.factories import make_tiny_corpus
+    from tests.factories import make_labelled_manifests
 
-    corpus = make_tiny_corpus(tmp_path / "corpus", speakers=2, chapters=1, utts=3)
-    prepare_librispeech_manifests(corpus.corpus_dir, tmp_path / "manifests", num_jobs=1)
-    attach_phone_labels(tmp_path / "manifests", corpus.labels_dir, tmp_path / "lang")
+    _, _, corpus = make_labelled_manifests(tmp_path, speakers=2, chapters=1, utts=3)
     d = bench.run_data(tmp_path / "manifests", str(TINY_YAML), seconds=0.01, seed=0)
     assert d["windows_per_s"] > 0 and d["batches"] >= 5 and d["num_workers"] == 0
     e = bench.run_extract(tmp_path / "manifests", str(TINY_YAML), tmp_path, "cpu", seed=0)

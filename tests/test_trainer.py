@@ -150,6 +150,13 @@ def test_resume_of_other_inputs_is_refused_naming_every_difference(tmp_path, man
             audio_trainer(exp, manifests, **kw).prepare()
         assert any(needle in d for d in e.value.differences), (needle, e.value.differences)
         assert "cannot be continued under other inputs" in str(e.value)
+    with pytest.raises(IdentityMismatch, match="keeping that product"):
+        audio_trainer(exp, manifests, ["train.max_steps=4", "train.grad_accum=2"]).prepare()
+    # 2 processes x 1 micro-batch make the same global batch as 1 x 2: that run continues
+    acc2 = tmp_path / "acc2"
+    audio_trainer(acc2, manifests, ["train.max_steps=2", "train.grad_accum=2"]).fit()
+    two = audio_trainer(acc2, manifests, ["train.max_steps=4"], env=DistEnv(world_size=2))
+    assert two.prepare() == 2
     # settings that do not change the weights may change: train further, log more often
     t = audio_trainer(exp, manifests, ["train.max_steps=4", "train.log_interval=1"])
     assert t.prepare() == 2
