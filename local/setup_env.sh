@@ -5,8 +5,7 @@
 # Writes: a venv OUTSIDE the clone, at
 #           $CPC_VENV                                   if set, else
 #           ${XDG_CACHE_HOME:-$HOME/.cache}/cpc-recipes/venv-<sha256(lock)[:12]>
-#         and, next to it, the embedded corpora's source text
-#           <venv>/share/janeaustenr/   (Debian r-cran-janeaustenr, public-domain novels)
+#         and, next to it, the embedded corpora's sources in <venv>/share/ (see below)
 #         A stamp file <venv>/.cpc-stamp records the lock hash; when it matches, this script
 #         returns in well under a second (a second run is a no-op).
 # Prints: the venv path on its last line of stdout (so callers can capture it).
@@ -70,24 +69,45 @@ log "installing the rest"
 # shellcheck disable=SC2046
 "${pip[@]}" install -c "$constraints" $(sect rest) 2> >(grep -v "is ignored" >&2)
 
-# Source text of the embedded speech corpus: six public-domain Jane Austen novels from
-# Debian's r-cran-janeaustenr (an R data package; cpc/audio/text.py reads its lazy-load DB).
+# Embedded data, fetched from Debian's package archive with `apt-get download` and unpacked
+# with `dpkg-deb -x` (nothing is installed system-wide), or linked when the package is
+# already installed:
+#   <venv>/share/janeaustenr/    r-cran-janeaustenr: six public-domain Jane Austen novels
+#                                (the speech corpus's text; cpc/audio/text.py reads its R data)
+#   <venv>/share/fashion-mnist/  dataset-fashion-mnist: the egs/imagenet default (IDX files)
+#   <venv>/share/bible-kjv/      bible-kjv + bible-kjv-text: the King James Bible and the
+#                                `bible` program that prints it (egs/bookcorpus default)
 share="$venv/share"; mkdir -p "$share"
-if [ -d /usr/lib/R/site-library/janeaustenr/data ]; then
-  ln -sfn /usr/lib/R/site-library/janeaustenr "$share/janeaustenr"
-else
-  log "fetching Debian r-cran-janeaustenr (text only, not installed system-wide)"
-  ( cd "$tmp" && { apt-get download r-cran-janeaustenr >/dev/null 2>&1 \
-        || { apt-get update -qq >/dev/null 2>&1 && apt-get download r-cran-janeaustenr >/dev/null; }; } ) \
-    || { echo "setup_env.sh: could not fetch Debian package r-cran-janeaustenr; install it with" \
-              "'apt-get install r-cran-janeaustenr' (or run as root so apt-get update works)" >&2; exit 1; }
-  dpkg-deb -x "$tmp"/r-cran-janeaustenr_*.deb "$tmp/deb"
-  rm -rf "$share/janeaustenr"
-  mv "$tmp/deb/usr/lib/R/site-library/janeaustenr" "$share/janeaustenr"
-fi
+fetch_deb() {  # fetch_deb NAME INSTALLED_DIR PACKAGE_PATH PACKAGE...
+  local name=$1 installed=$2 inner=$3; shift 3
+  if [ -e "$installed" ]; then ln -sfn "$installed" "$share/$name"; return; fi
+  log "fetching Debian $* (data only, not installed system-wide)"
+  local d="$tmp/deb-$name"; mkdir -p "$d/x"
+  ( cd "$d" && { apt-get download "$@" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get download "$@" >/dev/null; }; } ) \
+    || { echo "setup_env.sh: could not fetch Debian package(s) $*; install them with" \
+              "'apt-get install $*' (or run as root so apt-get update works)" >&2; exit 1; }
+  local deb; for deb in "$d"/*.deb; do dpkg-deb -x "$deb" "$d/x"; done
+  rm -rf "${share:?}/$name"
+  mv "$d/x/$inner" "$share/$name"
+}
+fetch_deb janeaustenr /usr/lib/R/site-library/janeaustenr usr/lib/R/site-library/janeaustenr \
+  r-cran-janeaustenr
+fetch_deb fashion-mnist /usr/share/datasets/fashion-mnist usr/share/datasets/fashion-mnist \
+  dataset-fashion-mnist
+fetch_deb bible-kjv /nonexistent usr bible-kjv bible-kjv-text
+
+# The vaderSentiment 3.3.2 source archive (MIT): its additional_resources/ hold the
+# rated movie-review and product-review snippets of the egs/bookcorpus default evaluation.
+# The wheel leaves them out, so the sdist is fetched, its hash checked by pip.
+printf 'vaderSentiment==3.3.2 --hash=sha256:%s\n' \
+  5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9 > "$tmp/vader.txt"
+"${pip[@]}" download --no-deps --no-binary :all: --require-hashes -r "$tmp/vader.txt" \
+  -d "$share" 2> >(grep -v "is ignored" >&2)
 
 "$venv/bin/python" - <<'PY'
-import torch, torchaudio, lhotse, soundfile, rdata, espeakng_loader, h5py  # noqa: F401
+import torch, torchaudio, torchvision, lhotse, soundfile, rdata, espeakng_loader, h5py  # noqa: F401
+import PIL, gensim, syntok, gymnasium, minigrid, vizdoom  # noqa: F401
 print("torch", torch.__version__, "torchaudio", torchaudio.__version__, "lhotse", lhotse.__version__)
 PY
 echo "$hash" > "$stamp"
