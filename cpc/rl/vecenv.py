@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -50,9 +52,16 @@ class StepResult:
 
 
 def _worker(conn: Any, make: EnvFactory, seeds: list[int]) -> None:
-    """Worker loop: ("reset",) -> obs; ("step", actions) -> (obs, reward, done, episodes)."""
+    """Worker loop: ("reset",) -> obs; ("step", actions) -> (obs, reward, done, episodes).
+
+    The worker leads its own process group, so that killing the group also ends processes
+    its simulators started (ViZDoom runs its engine as a child process). When the learner
+    goes away (EOF on the pipe) the environments are closed before the worker exits.
+    """
+    os.setpgid(0, 0)
+    envs: list[Any] = []
     try:
-        envs = [make(s) for s in seeds]
+        envs += [make(s) for s in seeds]
         ret = [0.0] * len(envs)
         length = [0] * len(envs)
         while True:
@@ -75,8 +84,8 @@ def _worker(conn: Any, make: EnvFactory, seeds: list[int]) -> None:
                     done.append(d)
                 conn.send((np.stack(obs), np.asarray(rew, np.float32), np.asarray(done), eps))
             elif msg[0] == "close":
-                for e in envs:
-                    e.close()
+                _close_all(envs)
+                envs = []
                 conn.send(None)
                 return
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
@@ -85,6 +94,16 @@ def _worker(conn: Any, make: EnvFactory, seeds: list[int]) -> None:
         try:
             conn.send(("error", traceback.format_exc()))
         except (BrokenPipeError, OSError):
+            pass
+    finally:
+        _close_all(envs)
+
+
+def _close_all(envs: list[Any]) -> None:
+    for e in envs:
+        try:
+            e.close()
+        except Exception:
             pass
 
 
@@ -140,12 +159,17 @@ class VecEnv:
         self._procs[w], self._conns[w] = proc, parent
 
     def _kill(self, w: int) -> None:
+        """End worker ``w`` and every process of its group (simulator engines included)."""
         proc, conn = self._procs[w], self._conns[w]
         if conn is not None:
             conn.close()
-        if proc is not None and proc.is_alive():
-            proc.kill()
         if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # not yet its own group: the worker alone
+            if proc.is_alive():
+                proc.kill()
             proc.join(timeout=5)
         self._procs[w] = self._conns[w] = None
 

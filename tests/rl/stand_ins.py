@@ -4,6 +4,7 @@ hangs, each at a chosen step of its first life only (restarted workers get seeds
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import numpy as np
@@ -16,8 +17,12 @@ class FlakyEnv:
 
     num_actions = 2
 
-    def __init__(self, seed: int, fail: str = "", at: int = 3) -> None:
+    def __init__(self, seed: int, fail: str = "", at: int = 3, child_pids: str = "") -> None:
         self.seed, self.fail, self.at, self.n, self.t = seed, fail, at, 0, 0
+        if child_pids:  # a helper process, as simulators that run their engine apart
+            proc = subprocess.Popen(["sleep", "600"])
+            with open(child_pids, "a") as f:
+                f.write(f"{proc.pid}\n")
 
     def _obs(self) -> np.ndarray:
         return np.full((4, 4, 3), self.n % 256, np.uint8)
@@ -41,5 +46,5 @@ class FlakyEnv:
         pass
 
 
-def make_flaky(seed: int, fail: str = "", at: int = 3) -> FlakyEnv:
-    return FlakyEnv(seed, fail, at)
+def make_flaky(seed: int, fail: str = "", at: int = 3, child_pids: str = "") -> FlakyEnv:
+    return FlakyEnv(seed, fail, at, child_pids)

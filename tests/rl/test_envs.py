@@ -150,3 +150,31 @@ def test_vecenv_restarts_a_failed_worker_and_continues(fail):
         # the interrupted episodes are not reported as finished
         assert all(not r.episodes for r in results[:4])
         assert not any(r.done.any() or r.episodes for r in results[3:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_vecenv_ends_the_processes_a_failed_or_closed_worker_started(tmp_path):
+    """A simulator's engine process (here: a helper the environment starts) does not outlive
+    its worker: not after a crash (the restart kills the worker's process group), not after
+    close()."""
+    pids = tmp_path / "pids"
+    make = functools.partial(make_flaky, fail="crash", at=2, child_pids=str(pids))
+    venv = VecEnv(make, 2, 1, seed=0, step_timeout=5.0)
+    venv.reset()
+    first = [int(x) for x in pids.read_text().split()]
+    assert len(first) == 2 and all(_alive(p) for p in first)
+    venv.step(np.zeros(2, int))
+    venv.step(np.zeros(2, int))  # the worker crashes here and is restarted
+    assert venv.restarts == 1
+    assert not any(_alive(p) for p in first)
+    second = [int(x) for x in pids.read_text().split()][2:]
+    assert len(second) == 2 and all(_alive(p) for p in second)
+    venv.close()
+    assert not any(_alive(p) for p in second)
