@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ AGENTS = ("baseline", "cpc")
 RUN = re.compile(r"^(baseline|cpc)_seed(\d+)$")
 PAPER = (
     "The paper (section 3.4, Figure 6) reports learning curves on five DeepMind Lab levels, "
-    "no table: the CPC auxiliary loss helps on four of the five (all but lasertag)."
+    "no table: the CPC auxiliary loss helps on four of the five."
 )
 
 
@@ -83,10 +84,14 @@ def curves_png(runs: dict[str, list[dict]], random_mean: float | None, path: Pat
         if not curves:
             continue
         x, y = _binned(curves, bins=20)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(y, 0)
-        ax.plot(x, mean, label=f"{'A2C + CPC' if agent == 'cpc' else 'A2C'} ({len(curves)} seeds)")
-        ax.fill_between(x, np.nanmin(y, 0), np.nanmax(y, 0), alpha=0.25)
+        keep = ~np.isnan(y).all(0)  # bins in which no run finished an episode are left out
+        x, y = x[keep], y[:, keep]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a run without episodes in a bin
+            mean, lo, hi = np.nanmean(y, 0), np.nanmin(y, 0), np.nanmax(y, 0)
+        label = f"{'A2C + CPC' if agent == 'cpc' else 'A2C'} ({len(curves)} seeds)"
+        ax.plot(x, mean, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.25)
     if random_mean is not None:
         ax.axhline(random_mean, color="grey", ls="--", label="random policy")
     ax.set_xlabel("environment frames")
@@ -107,8 +112,9 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
-def make_results(exp_dir: Path, tag: str) -> dict[str, Any]:
-    """Write curves.png, RESULTS.md and results.json for ``exp_dir`` (see module doc)."""
+def make_results(exp_dir: Path, tag: str, seeds: list[int] | None = None) -> dict[str, Any]:
+    """Write curves.png, RESULTS.md and results.json for ``exp_dir`` (see module doc), from
+    the runs of ``seeds`` (None: every run found)."""
     exp_dir = Path(exp_dir)
     evals = _read_eval(exp_dir / "eval")
     if not evals:
@@ -119,6 +125,8 @@ def make_results(exp_dir: Path, tag: str) -> dict[str, Any]:
     per_agent: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in AGENTS}
     for d in sorted(p for p in exp_dir.iterdir() if p.is_dir() and RUN.match(p.name)):
         agent, seed = RUN.match(d.name).groups()
+        if seeds is not None and int(seed) not in seeds:
+            continue
         if not (d / "best.pt").is_file():
             continue
         curve = training_curve(d)

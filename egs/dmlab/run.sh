@@ -23,10 +23,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 stage=0                  # first stage to run
 stop_stage=4             # last stage to run
 config=conf/vizdoom.yaml # training config (conf/vizdoom.yaml, conf/dmlab.yaml, conf/tiny.yaml)
-tiny=false               # true: conf/tiny.yaml (MiniGrid, seconds per run) and eval_episodes 8
+tiny=false               # true: conf/tiny.yaml (MiniGrid, seconds per run), check_steps 200, eval_episodes 4
 levels=""                # empty: the config's env.level; "paper": the paper's five levels (analogues under ViZDoom, levels without one skipped); or a space-separated list
 seeds="1 2 3"            # training seeds (one baseline and one CPC run each)
 overrides=""             # config overrides for both agents, space separated, e.g. "optim.lr=5e-4 train.max_steps=200"
+check_steps=2000         # stage 0: random steps timed
 eval_episodes=50         # stage 3: evaluation episodes per policy and seed
 eval_envs=8              # stage 3: environments played in parallel
 eval_seed=0              # stage 3: environment seed of the evaluation episodes (same for every policy)
@@ -41,7 +42,8 @@ restart_exp=false        # stages 1-2: if a run dir holds checkpoints of other i
 # ---- derived values ----
 if [ "$tiny" = true ]; then
   config=conf/tiny.yaml
-  eval_episodes=8
+  check_steps=200
+  eval_episodes=4
 fi
 if [ ! -f "$config" ]; then
   log "--config $config does not exist (choose one of: $(ls conf/*.yaml | tr '\n' ' '))"
@@ -77,9 +79,10 @@ for level in $levels; do
   log "level $level -> $exp"
 
   # ---- stage 0: environment check ----
-  if begin_stage 0 "environment check ($level)" $marks/stage0.done "$ident"; then
+  if begin_stage 0 "environment check ($level)" $marks/stage0.done "$ident steps=$check_steps"; then
     # shellcheck disable=SC2086
-    python local/check_env.py --config "$config" --override $level_over --out-dir $exp
+    python local/check_env.py --config "$config" --override $level_over --out-dir $exp \
+      --steps "$check_steps"
     end_stage $exp/env_check.json
   fi
 
@@ -130,8 +133,9 @@ for level in $levels; do
 
   # ---- stage 4: curves and results ----
   if begin_stage 4 "learning curves and results ($level)" $marks/stage4.done \
-      "$ident eval=$(stage_sig $marks/stage3.done)"; then
-    python local/make_results.py --exp-dir $exp --tag "$exp_tag"
+      "$ident seeds=${seeds// /,} eval=$(stage_sig $marks/stage3.done)"; then
+    # shellcheck disable=SC2086
+    python local/make_results.py --exp-dir $exp --tag "$exp_tag" --seeds $seeds
     end_stage $exp/RESULTS.md $exp/results.json
     log "results: $exp/RESULTS.md"
   fi

@@ -118,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     res = {"config": args.config, "overrides": args.override, "threads": args.threads, "env": env}
     frames_per_update = cfg.data.num_envs * cfg.data.unroll * cfg.env.action_repeat
     res["frames_per_update"] = frames_per_update
-    for key, fn, n in (("learner", _learner, args.learner_updates), ("train", _train, args.updates)):
+    for key, fn, n in (
+        ("learner", _learner, args.learner_updates),
+        ("train", _train, args.updates),
+    ):
         res[key] = {}
         for agent, cpc in (("baseline", False), ("cpc", True)):
             value = fn(cfg, cpc, n)
             if key == "learner":
-                res[key][agent] = {"sec_per_update": value, "frames_per_sec": frames_per_update / value}
+                res[key][agent] = {
+                    "sec_per_update": value,
+                    "frames_per_sec": frames_per_update / value,
+                }
             else:
                 res[key][agent] = {"frames_per_sec": value}
             logging.info(f"{key} {agent}: {res[key][agent]}")

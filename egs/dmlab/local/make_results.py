@@ -25,6 +25,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--exp-dir", required=True, help="the experiment directory exp/<tag>")
     p.add_argument("--tag", required=True, help="experiment tag (the table's title)")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", default=None, help="training seeds (default: all runs)"
+    )
     return p
 
 
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     try:
-        res = make_results(Path(args.exp_dir), args.tag)
+        res = make_results(Path(args.exp_dir), args.tag, args.seeds)
     except (FileNotFoundError, CheckpointError) as e:
         logging.error(str(e))
         return 1
