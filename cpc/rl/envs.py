@@ -180,6 +180,7 @@ class ViZDoomEnv:
 
     def __init__(self, cfg: EnvConfig, seed: int) -> None:
         import os
+        import tempfile
 
         import vizdoom as vzd
 
@@ -199,6 +200,8 @@ class ViZDoomEnv:
         game.set_window_visible(False)
         game.set_sound_enabled(False)
         game.set_mode(vzd.Mode.PLAYER)
+        # The engine writes its settings file to the working directory unless told otherwise.
+        game.set_doom_config_path(os.path.join(tempfile.gettempdir(), "cpc_rl_vizdoom.ini"))
         game.set_seed(int(seed) % (2**31))
         game.init()
         n = game.get_available_buttons_size()
