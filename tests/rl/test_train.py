@@ -102,3 +102,39 @@ def test_resume_restores_exactly_the_checkpointed_weights(tmp_path, minigrid):
     for k, v in model.state_dict().items():
         assert torch.equal(v, saved[k]), k
     assert t.position == {"frames": 6 * 48, "updates": 6, "restarts": 0}
+
+
+def test_training_data_continues_through_a_crashed_worker(monkeypatch):
+    """Unrolls keep coming when a worker crashes mid-unroll: the restart is counted in the
+    data position, its environments start new episodes (core state reset)."""
+    import functools
+
+    from cpc.rl import rollout
+    from cpc.rl.config import AgentConfig
+    from cpc.rl.model import A2CAgent
+    from cpc.rl.vecenv import VecEnv
+    from tests.rl.stand_ins import make_flaky
+
+    cfg = load_train_config(TINY, ["data.num_envs=2", "data.unroll=4"])
+
+    def flaky_vecenv(cfg, seed, num_envs=None):
+        make = functools.partial(make_flaky, fail="crash", at=6)
+        return VecEnv(make, num_envs or cfg.data.num_envs, 1, seed=0, step_timeout=5.0)
+
+    monkeypatch.setattr(rollout, "make_vecenv", flaky_vecenv)
+    torch.manual_seed(0)
+    agent = A2CAgent(
+        (4, 4, 3), 2, AgentConfig(channels=[4], res_blocks=0, feature_dim=8, core_dim=8)
+    )
+    it = rollout.UnrollData(cfg, agent).batches(None, 0, 1, 1)
+    batches = [next(it) for _ in range(3)]
+    it.close()
+    (b1, p1), (b2, p2), (b3, p3) = batches
+    assert (p1["restarts"], p2["restarts"], p3["restarts"]) == (0, 1, 1)
+    assert p3 == {"frames": 3 * 2 * 4, "updates": 3, "restarts": 1}
+    # the crash at the 6th step (2nd step of unroll 2): that step ends the episodes...
+    assert b2["dones"][:, 1].all() and (b2["rewards"][:, 1] == 0).all()
+    # ...and the next frame starts new ones (the core state is reset there)
+    assert b2["first"][:, 2].all()
+    out = agent(b3)
+    assert torch.isfinite(out["loss"])
