@@ -14,7 +14,9 @@ A domain provides:
   (:class:`cpc.trainer.TrainerConfig`) and a ``domain`` field;
 - ``build_model(cfg)``: the randomly initialised model (the caller seeds torch first);
 - ``build_data(cfg, data_dir, env)``: a :class:`PretrainData` (training stream, optional
-  held-out split, the data's identity for checkpoints);
+  held-out split, the data's identity for checkpoints); a domain whose data is collected by
+  the model being trained (reinforcement learning: on-policy unrolls) sets
+  ``data_reads_model`` and gets that model too, ``build_data(cfg, data_dir, env, model=model)``;
 - ``run_only_keys``: its config keys that do not change the trained weights;
 - ``probe_tasks``: ``{name: ProbeTask}`` (:mod:`cpc.probe_runner`), run by
   ``local/probe.py <name>``;
@@ -64,6 +66,7 @@ class Domain:
     probe_tasks: dict[str, Any] = field(default_factory=dict)
     results: Any = None
     errors: tuple[type[Exception], ...] = ()  # bad-input errors: printed as one line, exit 1
+    data_reads_model: bool = False  # build_data also gets model= (the model being trained)
 
 
 def available_domains() -> list[str]:

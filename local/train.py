@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         model = domain.build_model(cfg)
         n_params = sum(p.numel() for p in model.parameters())
         logging.info(f"{domain.name} model: {n_params / 1e6:.2f} M parameters; {args.config}")
-        data = domain.build_data(cfg, args.data_dir, env)
+        extra = {"model": model} if domain.data_reads_model else {}
+        data = domain.build_data(cfg, args.data_dir, env, **extra)
 
         def trainer() -> Trainer:
             return Trainer(
