@@ -26,6 +26,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -142,21 +143,23 @@ def list_books(corpus_dir: Pathlike) -> list[Path]:
     return books
 
 
-def read_book(path: Pathlike) -> Book:
-    """One book file -> :class:`Book` (sentences tokenised, decoding errors counted)."""
+def read_book(path: Pathlike, max_sentences: int = 0) -> Book:
+    """One book file -> :class:`Book` (sentences tokenised, decoding errors counted); with
+    ``max_sentences``, only the first ones."""
     path = Path(path)
     text, bad, first = decode_book(path.read_bytes())
-    return Book(path.stem, list(tokenize_paragraphs(text)), bad, first)
+    sents = tokenize_paragraphs(text)
+    return Book(path.stem, list(islice(sents, max_sentences or None)), bad, first)
 
 
-def read_books(paths: Iterable[Path]) -> tuple[list[Book], CorpusReport]:
+def read_books(paths: Iterable[Path], max_sentences: int = 0) -> tuple[list[Book], CorpusReport]:
     """Read and tokenise every book; empty books (no sentence) are left out and named in the
     report, as are books with undecodable bytes (logged with their count and first offset)."""
     paths = list(paths)
     report = CorpusReport()
     books: list[Book] = []
     for p in tqdm(paths, desc="tokenising books", unit="book", mininterval=2):
-        b = read_book(p)
+        b = read_book(p, max_sentences)
         if b.decode_errors:
             report.encoding_errors[p.name] = {
                 "bytes": b.decode_errors,

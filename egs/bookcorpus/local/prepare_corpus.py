@@ -54,13 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"--valid-books {','.join(missing)}: no such book in {args.corpus_dir} "
                 f"(books: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
             )
-        books, report = read_books(paths)
+        books, report = read_books(paths, args.max_sentences_per_book)
     except (CorpusError, OSError) as e:
         logging.error(str(e))
         return 1
-    if args.max_sentences_per_book:
-        for b in books:
-            b.sentences = b.sentences[: args.max_sentences_per_book]
     train: list[Book] = [b for b in books if b.name not in valid]
     held: list[Book] = [b for b in books if b.name in valid]
     if not train or not held:
