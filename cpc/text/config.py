@@ -31,7 +31,9 @@ class TextModelConfig:
     context_dim: int = 2400  # GRU over consecutive sentences -> c
     prediction_steps: int = 3  # K: sentences predicted ahead
     num_negatives: int = 0  # 0: all pairs (every sentence of the batch, all time steps)
-    negatives: str = "batch"  # cpc.infonce strategy (batch: any window of the batch)
+    # cpc.infonce strategy; a window's group is its book: batch (any window of the batch),
+    # same_group (only windows of the same book: no "which book" shortcut)
+    negatives: str = "batch"
 
 
 @dataclass
@@ -74,8 +76,6 @@ def validate_config(cfg: TextTrainConfig) -> None:
         m.negatives = canonical_strategy(m.negatives)
     except NegativeSamplingError as e:
         raise ConfigError(f"model.negatives: {e}") from e
-    if m.negatives.startswith("same_group"):
-        raise ConfigError("model.negatives: text windows have no groups; use batch or batch_excl")
     if d.context_sentences < 1 or d.batch_size < 1 or d.max_tokens < 1:
         raise ConfigError("data.context_sentences, data.batch_size, data.max_tokens must be >= 1")
     if d.valid_max_windows < 0:

@@ -39,15 +39,23 @@ def encode_books(path: Path, vocab: Vocab, max_tokens: int) -> list[Book]:
     return [[vocab.encode(s, max_tokens) for s in b] for b in read_sentences(path)]
 
 
-def collate(windows: list[list[np.ndarray]]) -> dict[str, torch.Tensor]:
-    """(B, T) sentences -> ``tokens`` (B, T, L) padded with 0 and ``lengths`` (B, T)."""
+def collate(
+    windows: list[list[np.ndarray]], books: list[int] | None = None
+) -> dict[str, torch.Tensor]:
+    """(B, T) sentences -> ``tokens`` (B, T, L) padded with 0, ``lengths`` (B, T) and
+    ``groups`` (B,): the book of each window (for the ``same_group`` negatives)."""
     b, t = len(windows), len(windows[0])
     lengths = np.array([[len(s) for s in w] for w in windows], dtype=np.int64)
     tokens = np.zeros((b, t, max(1, int(lengths.max()))), dtype=np.int64)
     for i, w in enumerate(windows):
         for j, s in enumerate(w):
             tokens[i, j, : len(s)] = s
-    return {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths)}
+    groups = torch.tensor(books if books is not None else [0] * b, dtype=torch.int64)
+    return {
+        "tokens": torch.from_numpy(tokens),
+        "lengths": torch.from_numpy(lengths),
+        "groups": groups,
+    }
 
 
 class SentenceWindows:
@@ -87,7 +95,9 @@ class SentenceWindows:
                 )
             while step < n:
                 rows = wins[step * g + rank * per_rank : step * g + (rank + 1) * per_rank]
-                batch = collate([self.books[i][s : s + self.window] for i, s in rows])
+                batch = collate(
+                    [self.books[i][s : s + self.window] for i, s in rows], [i for i, _ in rows]
+                )
                 step += 1
                 yield batch, {"epoch": epoch, "batch": step}
             epoch, step = epoch + 1, 0

@@ -66,7 +66,8 @@ class SentenceEncoder(nn.Module):
 
 class CPCText(nn.Module):
     """Encoder + GRU + InfoNCE; ``forward(batch, generator)`` for :class:`cpc.trainer.Trainer`
-    with ``batch = {"tokens": (B, T, L) int64, "lengths": (B, T) int64}``."""
+    with ``batch = {"tokens": (B, T, L) int64, "lengths": (B, T) int64, "groups": (B,) int64}``
+    (``groups``: the book of each window, used by the ``same_group`` negatives)."""
 
     def __init__(self, cfg: TextModelConfig) -> None:
         super().__init__()
@@ -90,7 +91,7 @@ class CPCText(nn.Module):
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         z = self.encode(batch["tokens"], batch["lengths"])
-        return self.loss(self.context(z), z, generator=generator)
+        return self.loss(self.context(z), z, groups=batch.get("groups"), generator=generator)
 
 
 def build_model(cfg: TextModelConfig) -> CPCText:

@@ -32,10 +32,18 @@ def test_windows_are_consecutive_sentences_of_one_book_and_never_overlap() -> No
 
 
 def test_collate_pads_with_zero_and_records_lengths() -> None:
-    b = collate([[np.array([5, 6]), np.array([7])], [np.array([8]), np.array([9, 10, 11])]])
+    b = collate([[np.array([5, 6]), np.array([7])], [np.array([8]), np.array([9, 10, 11])]], [4, 2])
     assert b["lengths"].tolist() == [[2, 1], [1, 3]]
+    assert b["groups"].tolist() == [4, 2]
     assert b["tokens"].shape == (2, 2, 3)
     assert b["tokens"][0, 1].tolist() == [7, 0, 0]
+
+
+def test_batches_carry_the_book_of_each_window() -> None:
+    data = SentenceWindows(_books(), window=5, batch_size=4, seed=2)
+    batch, _ = next(data.batches(None, 0, 1, 1))
+    first = batch["tokens"][:, 0, 0] - 2  # 1000 * book + sentence
+    assert (first // 1000).tolist() == batch["groups"].tolist()
 
 
 def test_global_batch_is_the_same_for_ranks_and_accumulation_and_resumes() -> None:

@@ -8,7 +8,7 @@ from cpc.text.config import TextModelConfig
 from cpc.text.model import CPCText, SentenceEncoder
 
 
-def _cfg(**kw: int) -> TextModelConfig:
+def _cfg(**kw: int | str) -> TextModelConfig:
     base = dict(vocab_size=40, embed_dim=8, z_dim=6, context_dim=5, kernel_size=3)
     return TextModelConfig(**{**base, **kw})
 
@@ -67,3 +67,17 @@ def test_forward_gives_the_infonce_loss_of_all_pairs() -> None:
     assert 2.0 < float(out["loss"].detach()) < 6.0
     out["loss"].backward()
     assert model.encoder.conv.weight.grad is not None
+    # same_group: only windows of the same book are negatives; one book per window here
+    model = CPCText(_cfg(negatives="same_group"))
+    same = model({**batch, "groups": torch.tensor([0, 1, 2, 3])})
+    alone = [
+        model(
+            {
+                "tokens": batch["tokens"][i : i + 1],
+                "lengths": batch["lengths"][i : i + 1],
+                "groups": torch.tensor([i]),
+            }
+        )
+        for i in range(4)
+    ]
+    assert torch.allclose(same["loss"], torch.stack([a["loss"] for a in alone]).mean(), atol=1e-5)
