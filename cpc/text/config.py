@@ -26,6 +26,7 @@ class TextModelConfig:
 
     vocab_size: int = 20000  # words; the embedding table has vocab_size + 2 rows
     embed_dim: int = 620  # word embeddings
+    embed_init: float = 0.1  # word embeddings start uniform in [-embed_init, embed_init]
     kernel_size: int = 3  # 1D convolution over the words of a sentence (odd, > 1)
     z_dim: int = 2400  # sentence embedding z (conv channels, ReLU, mean over real tokens)
     context_dim: int = 2400  # GRU over consecutive sentences -> c
@@ -67,6 +68,8 @@ def validate_config(cfg: TextTrainConfig) -> None:
             f"model.kernel_size must be odd and > 1 (a convolution over neighbouring words, "
             f"centred), got {m.kernel_size}"
         )
+    if m.embed_init <= 0:
+        raise ConfigError(f"model.embed_init must be > 0, got {m.embed_init}")
     for name in ("vocab_size", "embed_dim", "z_dim", "context_dim", "prediction_steps"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")

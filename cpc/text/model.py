@@ -34,6 +34,11 @@ class SentenceEncoder(nn.Module):
     def __init__(self, cfg: TextModelConfig) -> None:
         super().__init__()
         self.embedding = nn.Embedding(cfg.vocab_size + SPECIALS, cfg.embed_dim, padding_idx=PAD)
+        # skip-thoughts' initialisation (uniform +-0.1): small next to what training moves
+        # (torch's default N(0, 1) barely changes in a short run)
+        nn.init.uniform_(self.embedding.weight, -cfg.embed_init, cfg.embed_init)
+        with torch.no_grad():
+            self.embedding.weight[PAD].zero_()
         self.conv = nn.Conv1d(
             cfg.embed_dim, cfg.z_dim, cfg.kernel_size, padding=cfg.kernel_size // 2
         )
