@@ -8,8 +8,10 @@ collects the results, renders ``RESULTS.md`` and ``results.json`` and draws the 
 prediction-accuracy figure from the trainer's ``metrics.jsonl``.
 
 A row whose probe has not run yet shows ``pending`` (never a number); paper cells without a
-number show ``–``. Accuracies in ``results.json`` are fractions in [0, 1]; the paper's
-numbers are stored the same way.
+number show ``–``. A probe result without an accuracy but with a ``"status"`` text (e.g. a task
+whose data is absent: ``{"status": "not available"}``) shows that text, is not pending, and is
+listed under the row's ``status`` in ``results.json``. Accuracies in ``results.json`` are
+fractions in [0, 1]; the paper's numbers are stored the same way.
 """
 
 from __future__ import annotations
@@ -111,9 +113,15 @@ def collect(exp_dir: Path, tasks: list[str], preferred: set[str]) -> dict[str, d
 
 def accuracy(results: dict[str, Any] | None, probe: str) -> float | None:
     """``results[probe]["accuracy"]`` or None when that probe has no result."""
-    if results is None or probe not in results:
+    if results is None or probe not in results or results[probe].get("accuracy") is None:
         return None
     return float(results[probe]["accuracy"])
+
+
+def _status(results: dict[str, Any] | None, probe: str) -> str | None:
+    """``results[probe]["status"]`` (why a probe has no accuracy) or None."""
+    entry = (results or {}).get(probe)
+    return str(entry["status"]) if isinstance(entry, dict) and entry.get("status") else None
 
 
 def build_rows(spec: ResultsSpec, found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -124,6 +132,9 @@ def build_rows(spec: ResultsSpec, found: dict[str, dict[str, Any]]) -> dict[str,
         row: dict[str, Any] = {"feature_dir": f["dir"] if f else None, "dim": f and f["dim"]}
         for c in spec.columns:
             row[c.key] = accuracy(f.get(c.task), c.probe) if f else None
+            status = _status(f.get(c.task) if f else None, c.probe)
+            if row[c.key] is None and status:
+                row.setdefault("status", {})[c.key] = status
         rows[ftype] = row
     return rows
 
@@ -142,7 +153,9 @@ def render_table(spec: ResultsSpec, rows: dict[str, dict[str, Any]]) -> list[str
     for ftype, r in rows.items():
         label = spec.rows.get(ftype, ftype)
         name = f"{label} (`{r['feature_dir']}`)" if r["feature_dir"] else label
-        cells = [name, str(r["dim"] or "–"), *[pct(r[c.key]) for c in spec.columns]]
+        status = r.get("status", {})
+        cells = [name, str(r["dim"] or "–")]
+        cells += [pct(r[c.key], status.get(c.key, PENDING)) for c in spec.columns]
         cells += [_paper(spec, ftype, c.key) for c in paper_cols]
         out.append("| " + " | ".join(cells) + " |")
     for ftype, label in spec.paper_only.items():
@@ -197,7 +210,11 @@ def make_results(exp_dir: Path, tag: str, spec: ResultsSpec) -> dict[str, Any]:
             + "; run the probe stages first"
         )
     rows = build_rows(spec, found)
-    pending = [k for k, r in rows.items() if any(r[c.key] is None for c in spec.columns)]
+    pending = [
+        k
+        for k, r in rows.items()
+        if any(r[c.key] is None and c.key not in r.get("status", {}) for c in spec.columns)
+    ]
     if pending:
         logging.warning(f"results still pending for {pending}")
     figures: list[str] = []

@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.error(str(e))
         return 1
     for ftype, row in res["rows"].items():
-        cells = ", ".join(f"{c.header} {pct(row[c.key])}" for c in domain.results.columns)
+        status = row.get("status", {})
+        cells = ", ".join(
+            f"{c.header} {pct(row[c.key], status.get(c.key, 'pending'))}"
+            for c in domain.results.columns
+        )
         logging.info(f"{ftype}: {cells}")
     logging.info(f"wrote {exp_dir}/RESULTS.md and results.json")
     return 0

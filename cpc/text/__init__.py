@@ -1,0 +1,1 @@
+"""The text domain: CPC sentence embeddings (paper section 3.3)."""
