@@ -85,3 +85,34 @@ end_stage() {
 stage_sig() {
   if [ -f "$1" ]; then md5sum <"$1" | cut -c1-10; else echo none; fi
 }
+
+# train_exp STAGE EXP_DIR LAUNCHER TRAIN_ARGS...
+#   Trains (or resumes) the experiment EXP_DIR with local/train.py TRAIN_ARGS, logging to
+#   EXP_DIR/log/train.log through $train_cmd (cmd.sh). When EXP_DIR already exists, a
+#   preflight (`--check-only`) first refuses checkpoints of other inputs (data, config,
+#   seed) with one clear message, before any process starts; with $restart_exp = true the
+#   old directory is moved aside (never deleted). LAUNCHER: `torchrun` (DDP with
+#   $nproc_per_node processes on $nnodes nodes; rendezvous at $rdzv_endpoint with
+#   $node_rank when set, else standalone) or `python` (one process).
+train_exp() {
+  local stage=$1 exp=$2 launcher=$3 rc=0
+  shift 3
+  if [ -d "$exp" ]; then
+    python "$CPC_ROOT/local/train.py" "$@" --check-only true --restart-exp "${restart_exp:-false}" \
+      || rc=$?
+    if [ $rc -ne 0 ]; then
+      log "stage $stage stopped: see the error above"
+      exit 1
+    fi
+  fi
+  local launch=(python)
+  if [ "$launcher" = torchrun ]; then
+    launch=(torchrun --nproc-per-node "$nproc_per_node" --nnodes "$nnodes")
+    if [ -n "${rdzv_endpoint:-}" ]; then
+      launch+=(--node-rank "$node_rank" --rdzv-backend c10d --rdzv-endpoint "$rdzv_endpoint")
+    else
+      launch+=(--standalone)
+    fi
+  fi
+  $train_cmd "$exp/log/train.log" "${launch[@]}" "$CPC_ROOT/local/train.py" "$@"
+}

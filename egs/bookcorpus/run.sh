@@ -143,24 +143,7 @@ if begin_stage 3 "CPC pre-training ($tag)" $exp_marks/stage3.done \
     --override model.vocab_size=$n_words)
   # shellcheck disable=SC2206
   [ -n "$overrides" ] && train_args+=($overrides)
-  if [ -d $exp ]; then
-    # Checkpoints of other inputs (data, config, seed) are refused here, before torchrun
-    # starts; with --restart-exp true the old exp/<tag> is moved aside (never deleted).
-    rc=0
-    python $CPC_ROOT/local/train.py "${train_args[@]}" --check-only true \
-      --restart-exp "$restart_exp" || rc=$?
-    if [ $rc -ne 0 ]; then
-      log "stage 3 stopped: see the error above"
-      exit 1
-    fi
-  fi
-  launch=(torchrun --nproc-per-node "$nproc_per_node" --nnodes "$nnodes")
-  if [ -n "$rdzv_endpoint" ]; then
-    launch+=(--node-rank "$node_rank" --rdzv-backend c10d --rdzv-endpoint "$rdzv_endpoint")
-  else
-    launch+=(--standalone)
-  fi
-  $train_cmd $exp/log/train.log "${launch[@]}" $CPC_ROOT/local/train.py "${train_args[@]}"
+  train_exp 3 $exp torchrun "${train_args[@]}"
   end_stage $exp/best.pt
 fi
 

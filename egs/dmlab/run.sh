@@ -97,13 +97,7 @@ for level in $levels; do
         run_dir=$exp/${agent}_seed$s
         # shellcheck disable=SC2206
         train_args=(--config "$config" --exp-dir $run_dir --seed "$s" --override $level_over model.cpc=$cpc_flag)
-        if [ -d $run_dir ]; then
-          rc=0
-          python $CPC_ROOT/local/train.py "${train_args[@]}" --check-only true \
-            --restart-exp "$restart_exp" || rc=$?
-          [ $rc -ne 0 ] && { log "stage $n stopped: see the error above"; exit 1; }
-        fi
-        $train_cmd $run_dir/log/train.log python $CPC_ROOT/local/train.py "${train_args[@]}"
+        train_exp $n $run_dir python "${train_args[@]}"
         outs="$outs $run_dir/best.pt"
       done
       # shellcheck disable=SC2086
