@@ -8,6 +8,8 @@
 #   3  10 ms feature dumps: CPC c_t, MFCC and random-init baselines -> data/<feat>/
 #   4  phone probe (linear and one hidden layer) -> exp/<tag>/probe_phone/
 #   5  speaker probe (linear) and the results table -> exp/<tag>/probe_speaker/, RESULTS.md
+#   6  downstream ASR: CTC phone recogniser on each dump, PER and learning curve -> exp/<tag>/asr/
+#   7  triphone ABX (within / across speaker) on each dump -> exp/<tag>/abx/
 #
 # Usage: ./run.sh [options]      e.g. ./run.sh --stage 0 --stop-stage 5
 # A stage re-runs only when something it is made from changed: an option, the CONTENTS of the
@@ -19,9 +21,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0                 # first stage to run
-stop_stage=5            # last stage to run
+stop_stage=7            # last stage to run
 corpus_dir=""           # LibriSpeech root holding train-clean-100/ (empty: build the embedded mini corpus)
-labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own)
+labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own; with --corpus-dir: forced alignment)
+align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
+align_iterations=6      # stage 1 (alignment): train + re-align rounds after the flat start
 mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
 mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
@@ -38,6 +42,9 @@ rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (e
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
+asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
+asr_epochs=10           # stage 6: ASR training epochs (same for every feature set)
+abx_max_triplets=100000 # stage 7: ABX triplets per mode (within / across speaker) at most
 
 declare -r _seed_default=$seed
 . utils/parse_options.sh
@@ -55,9 +62,8 @@ else
   mini_dir=""
   corpus_root=$corpus_dir
   if [ -z "$labels_dir" ]; then
-    log "--labels-dir is required with --corpus-dir: point it at the CPC release's"
-    log "converted_aligned_phones.txt, train_split.txt and test_split.txt"
-    exit 1
+    log "no --labels-dir: stage 1 forced-aligns the transcripts (--align true)"
+    align=true
   fi
 fi
 if [ ! -f "$config" ]; then
@@ -98,9 +104,20 @@ if begin_stage 0 "prepare lhotse manifests" $data_marks/stage0.done "$corpus_opt
 fi
 
 # ---- stage 1: phone labels + split -> labelled cuts ----
+# With --align true the labels are made by local/align.py in data/align (CPC release format);
+# --labels-dir, when given, then only provides the split and the reference for the agreement.
+stage1_labels=$labels_dir
+align_opts=(--iterations "$align_iterations" --seed "$seed")
+if [ "$align" = true ]; then
+  stage1_labels=data/align
+  [ -n "$labels_dir" ] && align_opts+=(--split-dir "$labels_dir" --reference-dir "$labels_dir")
+fi
 if begin_stage 1 "attach phone labels, split train/test" $data_marks/stage1.done \
-    "labels_dir=$labels_dir max_frame_diff=$max_frame_diff corpus=$(stage_sig $data_marks/stage0.done)"; then
-  python local/prepare_labels.py --manifest-dir $manifests --labels-dir "$labels_dir" \
+    "labels_dir=$labels_dir align=$align align_opts=$(IFS=,; echo "${align_opts[*]}") max_frame_diff=$max_frame_diff corpus=$(stage_sig $data_marks/stage0.done)"; then
+  if [ "$align" = true ]; then
+    python local/align.py --manifest-dir $manifests --output-dir data/align "${align_opts[@]}"
+  fi
+  python local/prepare_labels.py --manifest-dir $manifests --labels-dir "$stage1_labels" \
     --lang-dir data/lang --max-frame-diff $max_frame_diff
   end_stage $manifests/librispeech_cuts_train.jsonl.gz $manifests/librispeech_cuts_test.jsonl.gz \
     data/lang/phones.txt
@@ -172,4 +189,24 @@ if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
   end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
     $exp/RESULTS.md $exp/results.json
   log "results: $exp/RESULTS.md"
+fi
+
+# ---- stage 6: downstream ASR ----
+if begin_stage 6 "downstream ASR (CTC phone recogniser)" $exp_marks/stage6.done \
+    "seed=$seed fractions=${asr_fractions// /,} epochs=$asr_epochs feats=$(stage_sig $exp_marks/stage3.done)"; then
+  # shellcheck disable=SC2046,SC2086
+  python local/train_asr.py --feature-dir $(for f in $probe_feats; do echo data/$f; done) \
+    --output-dir $exp/asr --fractions $asr_fractions --epochs "$asr_epochs" --seed "$seed"
+  end_stage $exp/asr/results.json $exp/asr/RESULTS.md
+  log "ASR results: $exp/asr/RESULTS.md"
+fi
+
+# ---- stage 7: ABX ----
+if begin_stage 7 "triphone ABX" $exp_marks/stage7.done \
+    "seed=$seed max_triplets=$abx_max_triplets feats=$(stage_sig $exp_marks/stage3.done)"; then
+  # shellcheck disable=SC2046
+  python local/abx.py --feature-dir $(for f in $probe_feats; do echo data/$f; done) \
+    --output-dir $exp/abx --max-triplets "$abx_max_triplets" --seed "$seed"
+  end_stage $exp/abx/results.json $exp/abx/RESULTS.md
+  log "ABX results: $exp/abx/RESULTS.md"
 fi
