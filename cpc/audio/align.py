@@ -56,6 +56,7 @@ ALIGNMENT_FILE = "converted_aligned_phones.txt"
 SPLIT_FILES = {"train": "train_split.txt", "test": "test_split.txt"}
 STATS_FILE = "alignment_stats.json"
 QUALITY_FILE = "alignment_quality.json"
+VITERBI_BATCH = 32  # utterances aligned together
 
 
 @dataclass
@@ -122,35 +123,57 @@ def viterbi(scores: np.ndarray, chain: Chain) -> np.ndarray:
     moves one state on, or jumps over an optional state. Returns the class id per frame
     (T,). Raises ValueError when T is smaller than ``chain.min_frames``.
     """
-    T, S = scores.shape[0], len(chain.phone)
-    if T < chain.min_frames:
-        raise ValueError(f"{T} frames for a chain that needs {chain.min_frames}")
-    emit = scores[:, chain.phone]  # (T, S)
-    skippable = np.zeros(S, dtype=bool)  # may enter s from s-2 (s-1 optional)
-    skippable[2:] = chain.optional[1:-1]
+    return viterbi_batch([scores], [chain])[0]
+
+
+def viterbi_batch(scores: list[np.ndarray], chains: list[Chain]) -> list[np.ndarray]:
+    """:func:`viterbi` of several utterances at once: one loop over the frames of the
+    longest, each step vectorised over all utterances and states."""
+    B = len(scores)
+    for sc, ch in zip(scores, chains):
+        if sc.shape[0] < ch.min_frames:
+            raise ValueError(f"{sc.shape[0]} frames for a chain that needs {ch.min_frames}")
+    T = np.array([sc.shape[0] for sc in scores])
+    S = np.array([len(ch.phone) for ch in chains])
+    t_max, s_max = int(T.max()), int(S.max())
     neg = -np.inf
-    delta = np.full(S, neg)
-    delta[0] = emit[0, 0]
-    if S > 1:
-        delta[1] = emit[0, 1]
-    back = np.zeros((T, S), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
-    for t in range(1, T):
-        prev1 = np.concatenate(([neg], delta[:-1]))
-        prev2 = np.concatenate(([neg, neg], delta[:-2]))
+    emit = np.full((B, t_max, s_max), neg)
+    skippable = np.zeros((B, s_max), dtype=bool)  # may enter s from s-2 (s-1 optional)
+    for b, (sc, ch) in enumerate(zip(scores, chains)):
+        emit[b, : T[b], : S[b]] = sc[:, ch.phone]
+        skippable[b, 2 : S[b]] = ch.optional[1:-1]
+    delta = np.full((B, s_max), neg)
+    delta[:, 0] = emit[:, 0, 0]
+    delta[:, 1] = np.where(S > 1, emit[:, 0, 1], neg)
+    back = np.zeros((B, t_max, s_max), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    final = np.where((T == 1)[:, None], delta, neg)
+    pad1 = np.full((B, 1), neg)
+    pad2 = np.full((B, 2), neg)
+    rows = np.arange(B)[:, None]
+    cols = np.arange(s_max)[None, :]
+    for t in range(1, t_max):
+        prev1 = np.concatenate((pad1, delta[:, :-1]), axis=1)
+        prev2 = np.concatenate((pad2, delta[:, :-2]), axis=1)
         prev2[~skippable] = neg
         cand = np.stack([delta, prev1, prev2])
         arg = cand.argmax(0)
-        back[t] = arg
-        delta = cand[arg, np.arange(S)] + emit[t]
-    ends = [S - 1] + ([S - 2] if S > 1 and chain.optional[-1] else [])
-    s = max(ends, key=lambda e: delta[e])
-    if not np.isfinite(delta[s]):
-        raise ValueError(f"no path of {T} frames through a chain of {S} states")
-    path = np.empty(T, dtype=np.int64)
-    for t in range(T - 1, -1, -1):
-        path[t] = s
-        s -= int(back[t, s])
-    return chain.phone[path]
+        back[:, t] = arg
+        delta = cand[arg, rows, cols] + emit[:, t]
+        done = T == t + 1
+        if done.any():
+            final[done] = delta[done]
+    out = []
+    for b, ch in enumerate(chains):
+        ends = [S[b] - 1] + ([S[b] - 2] if S[b] > 1 and ch.optional[-1] else [])
+        s = max(ends, key=lambda e: final[b, e])
+        if not np.isfinite(final[b, s]):
+            raise ValueError(f"no path of {T[b]} frames through a chain of {S[b]} states")
+        path = np.empty(T[b], dtype=np.int64)
+        for t in range(T[b] - 1, -1, -1):
+            path[t] = s
+            s -= int(back[b, t, s])
+        out.append(ch.phone[path])
+    return out
 
 
 def pause_frames(energy: np.ndarray, min_pause: int = 10, floor: float = 0.3) -> np.ndarray:
@@ -349,10 +372,13 @@ def align_utterances(
         post = _log_posteriors(model, frames)
         frame_acc = float((post.argmax(1) == y).mean())
         scores = post - cfg.prior_scale * log_prior[None, :]
-        new = []
-        for i, u in enumerate(tqdm(kept, desc=f"Viterbi alignment {it + 1}", unit=" utts")):
-            a, b = frames.offsets[i], frames.offsets[i + 1]
-            new.append(viterbi(scores[a:b], chains[u.id]))
+        new: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(kept)
+        order = sorted(range(len(kept)), key=lambda i: len(kept[i].feats))
+        batches = [order[k : k + VITERBI_BATCH] for k in range(0, len(order), VITERBI_BATCH)]
+        for idx in tqdm(batches, desc=f"Viterbi alignment {it + 1}", unit=" batches"):
+            sc = [scores[frames.offsets[i] : frames.offsets[i + 1]] for i in idx]
+            for i, lab in zip(idx, viterbi_batch(sc, [chains[kept[i].id] for i in idx])):
+                new[i] = lab
         changed = float(np.mean(np.concatenate(new) != y))
         current = new
         history.append(
