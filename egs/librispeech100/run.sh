@@ -33,6 +33,8 @@ seed=42                 # random seed (corpus, training, probes)
 nj=2                    # parallel jobs for data preparation and feature extraction
 config=conf/cpc_small.yaml   # training config (conf/cpc_paper.yaml, conf/cpc_small.yaml, conf/cpc_tiny.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=1e-3 train.max_steps=200"
+checkpoint=""           # stages 3-7: evaluate this checkpoint instead of training one (stage 2 is skipped): another run's exp/<tag>/best.pt, or a CPC_audio checkpoint (architecture from the checkpoint_args.json beside it, or --cpc-audio-args)
+cpc_audio_args=""       # architecture of a CPC_audio --checkpoint in its names, e.g. "hiddenEncoder=256 hiddenGar=256 nLevelsGRU=2 arMode=LSTM normMode=layerNorm"
 tag=""                  # experiment name under exp/ (empty: config name [+ _seed<N> if not 42] [+ overrides hash])
 restart_exp=false       # stage 2: if exp/<tag>/ holds checkpoints of other data/config/seed, rename it to exp/<tag>.old-<time> and train anew
 nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
@@ -71,6 +73,14 @@ if [ ! -f "$config" ]; then
   exit 1
 fi
 config_md5=$(md5sum <"$config" | cut -c1-12)  # stages depend on the config's contents
+if [ -n "$checkpoint" ]; then
+  if [ ! -f "$checkpoint" ]; then
+    log "--checkpoint $checkpoint does not exist"
+    exit 1
+  fi
+  ckpt_sig="$(md5sum <"$checkpoint" | cut -c1-12) args=${cpc_audio_args// /,}"
+  [ -z "$tag" ] && tag=ext_$(basename "$checkpoint" .pt)_$(printf '%s' "$ckpt_sig" | md5sum | cut -c1-6)
+fi
 if [ -z "$tag" ]; then
   tag=$(basename "$config" .yaml)
   [ "$seed" != "$_seed_default" ] && tag=${tag}_seed$seed
@@ -124,7 +134,9 @@ if begin_stage 1 "attach phone labels, split train/test" $data_marks/stage1.done
 fi
 
 # ---- stage 2: CPC pre-training (torchrun, DDP) ----
-if begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
+[ -n "$checkpoint" ] && [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && \
+  log "stage 2 skipped: evaluating --checkpoint $checkpoint"
+if [ -z "$checkpoint" ] && begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
     "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage1.done)"; then
   train_args=(--config "$config" --exp-dir $exp --data-dir $manifests --seed "$seed")
   # shellcheck disable=SC2206
@@ -154,9 +166,18 @@ fi
 dump_dirs="cpc_$tag mfcc random_$tag"
 if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z random_${tag}_z"; fi
 probe_feats=$dump_dirs
+if [ -n "$checkpoint" ]; then
+  model_sig="checkpoint=$ckpt_sig"
+  cpc_ckpt=$checkpoint
+else
+  model_sig="train=$(stage_sig $exp_marks/stage2.done)"
+  cpc_ckpt=$exp/best.pt
+fi
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
-    "dump_z=$dump_z train=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage1.done)"; then
-  python local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
+    "dump_z=$dump_z $model_sig data=$(stage_sig $data_marks/stage1.done)"; then
+  # shellcheck disable=SC2086
+  python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
+    ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
     --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
   python local/extract_features.py --feat-type mfcc \
     --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
