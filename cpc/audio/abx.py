@@ -46,8 +46,8 @@ SIL_ID = PHONE_TO_ID["SIL"]
 class AbxConfig:
     max_frames: int = 60  # longest triphone item kept (frames)
     max_per_cell: int = 200  # triplets kept per cell at most
-    max_triplets: int = 200_000  # triplets kept in all at most (each mode)
-    chunk: int = 4096  # item pairs per batched DTW
+    max_triplets: int = 20_000  # triplets kept in all at most (each mode)
+    chunk: int = 1024  # item pairs per batched DTW
     seed: int = 42
 
 
@@ -55,7 +55,7 @@ class AbxConfig:
 class Items:
     """Triphone items: feature rows ``feats[start[i]:start[i] + length[i]]``."""
 
-    feats: torch.Tensor  # (N_frames, D), rows L2-normalised
+    feats: torch.Tensor  # (N_frames + 1, D), rows L2-normalised, then one zero row
     start: np.ndarray
     length: np.ndarray
     center: np.ndarray
@@ -94,6 +94,7 @@ def make_items(utterances: list[tuple[np.ndarray, np.ndarray, str]], max_frames:
         offset += n
     x = torch.from_numpy(np.concatenate(rows)) if rows else torch.zeros(0, 1)
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    x = torch.cat([x, x.new_zeros(1, x.shape[1])])  # the padding row of _gather
     return Items(
         x,
         np.array(start, dtype=np.int64),
@@ -110,26 +111,24 @@ def dtw_batch(a: torch.Tensor, la: torch.Tensor, b: torch.Tensor, lb: torch.Tens
 
     ``a`` (P, N, D), ``b`` (P, M, D); ``la``/``lb`` their true lengths (P,). Frame cost:
     ``arccos(a . b) / pi``; returns the best path's cost divided by ``max(la, lb)`` (P,).
-    The recurrence runs over the N x M cells, each step vectorised over all pairs; padding
-    never reaches a cell inside a pair's true lengths.
+    The recurrence runs over the N + M - 1 anti-diagonals, each step vectorised over all
+    pairs and the diagonal's cells; padding never reaches a cell inside a pair's lengths.
     """
     cos = torch.bmm(a, b.transpose(1, 2)).clamp(-1.0, 1.0)
     cost = torch.arccos(cos) / torch.pi  # (P, N, M)
     P, N, M = cost.shape
-    inf = torch.full((P,), float("inf"), dtype=cost.dtype)
-    acc = torch.empty_like(cost)
-    for i in range(N):
-        for j in range(M):
-            if i == 0 and j == 0:
-                best = torch.zeros(P, dtype=cost.dtype)
-            else:
-                up = acc[:, i - 1, j] if i > 0 else inf
-                left = acc[:, i, j - 1] if j > 0 else inf
-                diag = acc[:, i - 1, j - 1] if i > 0 and j > 0 else inf
-                best = torch.minimum(torch.minimum(up, left), diag)
-            acc[:, i, j] = best + cost[:, i, j]
+    # acc[:, i, j]: best cost of a path ending at frame pair (i-1, j-1); row/column 0 = inf
+    acc = torch.full((P, N + 1, M + 1), float("inf"), dtype=cost.dtype)
+    acc[:, 0, 0] = 0.0
+    for d in range(2, N + M + 1):  # one anti-diagonal i + j = d at a time
+        i = torch.arange(max(1, d - M), min(N, d - 1) + 1)
+        j = d - i
+        best = torch.minimum(
+            torch.minimum(acc[:, i - 1, j], acc[:, i, j - 1]), acc[:, i - 1, j - 1]
+        )
+        acc[:, i, j] = best + cost[:, i - 1, j - 1]
     idx = torch.arange(P)
-    return acc[idx, la - 1, lb - 1] / torch.maximum(la, lb).to(cost.dtype)
+    return acc[idx, la, lb] / torch.maximum(la, lb).to(cost.dtype)
 
 
 def _pair_distances(items: Items, pairs: np.ndarray, chunk: int) -> np.ndarray:
@@ -151,12 +150,12 @@ def _pair_distances(items: Items, pairs: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def _gather(items: Items, idx: np.ndarray, n: int, dim: int) -> torch.Tensor:
+    """(len(idx), n, D) frames of the items, zero rows past each item's length (the last row
+    of ``items.feats`` is a zero row)."""
     lengths = torch.from_numpy(items.length[idx])
     pos = torch.from_numpy(items.start[idx])[:, None] + torch.arange(n)[None, :]
-    valid = torch.arange(n)[None, :] < lengths[:, None]
-    pos = torch.where(valid, pos, torch.zeros_like(pos))
-    x = items.feats[pos]
-    return x * valid[..., None].to(x.dtype)
+    pos = torch.where(torch.arange(n)[None, :] < lengths[:, None], pos, items.feats.shape[0] - 1)
+    return items.feats[pos]
 
 
 def _triplets(

@@ -46,7 +46,7 @@ speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) o
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
 asr_epochs=10           # stage 6: ASR training epochs (same for every feature set)
-abx_max_triplets=100000 # stage 7: ABX triplets per mode (within / across speaker) at most
+abx_max_triplets=20000  # stage 7: ABX triplets per mode (within / across speaker) at most
 
 declare -r _seed_default=$seed
 . utils/parse_options.sh
