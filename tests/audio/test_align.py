@@ -21,6 +21,7 @@ from cpc.audio.align import (
     make_split,
     pause_frames,
     viterbi,
+    viterbi_batch,
 )
 from cpc.audio.constants import PHONE_TO_ID
 from cpc.audio.labels import read_cpc_labels
@@ -59,6 +60,12 @@ def test_viterbi_places_optional_silence_only_where_there_is_silence() -> None:
     assert got == [a] * 5 + [b] * 2
     with pytest.raises(ValueError, match="3 frames for a chain that needs 4"):
         viterbi(_scores([a] * 3), chain)
+    # several utterances of different lengths and chains in one batch: the same paths
+    rng = np.random.default_rng(0)
+    chains = [chain, build_chain([[b, a, b]], min_frames=1), build_chain([[a]], min_frames=3)]
+    scores = [rng.normal(size=(int(n), 41)) for n in (13, 5, 30)]
+    batch = viterbi_batch(scores, chains)
+    assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
 
 
 def test_flat_start_and_pauses() -> None:
