@@ -199,17 +199,17 @@ def _loader(cuts: CutSet, cfg: AsrConfig, shuffle: bool, seed: int) -> Any:
     )
     from lhotse.dataset.input_strategies import PrecomputedFeatures
 
-    if shuffle:
+    if shuffle and len(cuts) >= 2:
         with warnings.catch_warnings():  # the cuts are in memory on purpose (several epochs)
             warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
             sampler = DynamicBucketingSampler(
                 cuts,
                 max_duration=cfg.max_duration,
                 shuffle=True,
-                num_buckets=min(5, len(cuts)),
+                num_buckets=min(5, len(cuts)),  # lhotse needs 2 or more
                 seed=seed,
             )
-    else:
+    else:  # decoding, or a single cut (too few to bucket)
         sampler = SimpleCutSampler(cuts, max_duration=cfg.max_duration, shuffle=False)
     dataset = K2SpeechRecognitionDataset(input_strategy=PrecomputedFeatures(), return_cuts=True)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
