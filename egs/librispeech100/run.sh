@@ -45,7 +45,7 @@ dump_z=false            # stage 3: also dump the encoder output z_t (model.chann
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
-asr_epochs=10           # stage 6: ASR training epochs (same for every feature set)
+asr_epochs=5            # stage 6: ASR training epochs (same for every feature set)
 abx_max_triplets=20000  # stage 7: ABX triplets per mode (within / across speaker) at most
 
 declare -r _seed_default=$seed

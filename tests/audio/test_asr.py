@@ -46,6 +46,18 @@ def test_phone_sequence_and_decoders() -> None:
     assert greedy_decode(two) == [] and beam_decode(two, beam=4) == [3]
 
 
+def test_padded_bilstm_equals_one_by_one() -> None:
+    torch.manual_seed(0)
+    model = PhoneRecognizer(5, 4, 2, subsample=2).eval()
+    x = torch.randn(3, 9, 5)
+    lengths = torch.tensor([9, 4, 7])
+    batch = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone = model(x[i : i + 1, :n], lengths[i : i + 1])
+        m = (n + 1) // 2
+        torch.testing.assert_close(batch[i, :m], alone[0, :m])
+
+
 def test_error_rate_counts() -> None:
     r = error_rate([[1, 2, 3], [4]], [[1, 3, 5], []])
     assert r == {"per": 3 / 4, "ref_phones": 4, "ins": 1, "del": 2, "sub": 0, "total": 3}
