@@ -14,7 +14,8 @@ Model: per-feature standardisation (train-set mean and variance), a linear layer
 ``epochs`` epochs; every feature set gets the same settings and budget.
 
 Decoding: greedy (best class per frame, repeats merged, blanks removed) and CTC prefix beam
-search (``beam`` prefixes, classes below ``prune`` log probability per frame skipped).
+search (``beam`` prefixes; per frame the ``beam`` best classes above ``prune`` log
+probability).
 Phone error rate (PER) = edit distance (kaldialign) / reference phones, over the test split.
 
 Word-level decoding (a lexicon-constrained decoder) would need k2 or a WFST decoder: no k2
@@ -136,12 +137,14 @@ def greedy_decode(logp: torch.Tensor) -> list[int]:
 
 
 def beam_decode(logp: torch.Tensor, beam: int = 8, prune: float = -8.0) -> list[int]:
-    """CTC prefix beam search over ``logp`` (T, C) (log probabilities, blank = 0)."""
+    """CTC prefix beam search over ``logp`` (T, C) (log probabilities, blank = 0); per frame
+    only the ``beam`` best classes above ``prune`` extend the prefixes."""
     lp = logp.double().numpy()
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}  # (blank, non)
     for t in range(lp.shape[0]):
         row = lp[t]
-        cands = np.flatnonzero(row > prune)
+        top = np.argpartition(-row, beam - 1)[:beam] if beam < len(row) else np.arange(len(row))
+        cands = top[row[top] > prune]  # at most ``beam`` classes per frame
         nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (pb, pnb) in beams.items():
             total = np.logaddexp(pb, pnb)
