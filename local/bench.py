@@ -20,6 +20,12 @@ Measures, in one run:
              HDF5 output), as egs/librispeech100/local/extract_features.py runs it.
   probe      training time per epoch of the linear and MLP probes (cpc/probes.py) on N
              synthetic rows of 256-d features with 41 classes.
+  align      forced alignment (cpc/audio/align.py, as stage 1 with --align true) of the
+             corpus: seconds per audio hour with --align-iterations rounds.
+  asr        the stage-6 CTC phone recogniser (cpc/audio/asr.py) trained for one epoch on an
+             MFCC dump of the corpus: seconds per epoch per hour of training audio.
+  abx        triphone ABX (cpc/audio/abx.py) on synthetic 256-d features with random phone
+             runs: seconds per 1000 triplets.
 
 The data and extraction parts need a corpus: --manifest-dir points at stage-1 manifests
 (librispeech_cuts_{train,test}.jsonl.gz); without it a tiny embedded mini-LibriSpeech is built
@@ -41,6 +47,9 @@ Outputs: a table on stdout, progress as log lines on stderr, and with --json PAT
                           and per_config
   extract                 rtf_x_realtime (audio seconds per second), audio_s, elapsed_s
   probe                   s_per_epoch (linear), rows, linear / mlp details
+  align                   seconds_per_audio_hour, audio_hours, iterations, seconds
+  asr                     seconds_per_epoch_per_hour, train_hours, seconds
+  abx                     seconds_per_1000_triplets, triplets, items
 
 Examples:
   local/bench.py --quick --json bench_quick.json        # about a minute
@@ -65,6 +74,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cpc.audio.config import CPCModelConfig, load_train_config
@@ -75,7 +85,7 @@ from cpc.log import setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "egs" / "librispeech100" / "conf"
-PARTS = ("peak", "train", "data", "extract", "probe")
+PARTS = ("peak", "train", "data", "extract", "probe", "align", "asr", "abx")
 # Nominal dense bf16 peak of one NVIDIA H200 (SXM), for reference beside the measured peak.
 H200_BF16_DENSE_TFLOPS = 989.0
 
@@ -167,6 +177,13 @@ def get_parser() -> argparse.ArgumentParser:
         default=0,
         help="matrix size of the peak measurement (0: 4096 on CPU, 8192 on GPU)",
     )
+    add(
+        "--align-iterations",
+        type=int,
+        default=0,
+        help="align part: re-alignment rounds (0: the recipe's 6, quick: 2)",
+    )
+    add("--abx-triplets", type=int, default=0, help="abx part: triplets (0: 20000, quick: 5000)")
     add("--seed", type=int, default=0, help="random seed of models and synthetic data")
     add(
         "--work-dir",
@@ -819,6 +836,82 @@ def run_probe(rows: int, device: str, seed: int, epochs: int = 1) -> dict[str, A
     return res
 
 
+# --------------------------------------------------------------------------- speech tools
+
+
+def run_align(manifest_dir: Path | None, work: Path, iterations: int, seed: int) -> dict[str, Any]:
+    """Seconds per audio hour of forced alignment of the corpus (stage 1, --align true)."""
+    from cpc.audio.align import AlignConfig, align_corpus
+
+    if manifest_dir is None:
+        raise BenchError("the align part needs a corpus")
+    r = align_corpus(manifest_dir, work / "align", AlignConfig(iterations=iterations, seed=seed))
+    st = r.stats
+    out = {
+        "audio_hours": st["audio_hours"],
+        "iterations": iterations,
+        "seconds": st["seconds"],
+        "seconds_per_audio_hour": st["seconds_per_audio_hour"],
+        "threads": torch.get_num_threads(),
+    }
+    logging.info(f"alignment: {out['seconds_per_audio_hour']} s per audio hour")
+    return out
+
+
+def run_asr_epoch(manifest_dir: Path | None, work: Path, seed: int) -> dict[str, Any]:
+    """Seconds per epoch per hour of training audio of the stage-6 recogniser (defaults of
+    cpc/audio/asr.py) on an MFCC dump of the corpus's train split."""
+    from cpc.audio.asr import AsrConfig, load_asr_cuts, train_recognizer
+    from cpc.audio.constants import DUMP_SPEC
+    from cpc.audio.extractor import batch_fn_for, mfcc_source
+    from cpc.features import dump_features
+
+    if manifest_dir is None:
+        raise BenchError("the asr part needs a corpus")
+    ext, source = mfcc_source()
+    feats = work / "asr_mfcc"
+    dump_features(
+        manifest_dir, feats, batch_fn_for(ext), "mfcc", 39, source, DUMP_SPEC, parts=("train",)
+    )
+    cuts, dim = load_asr_cuts(feats, "train")
+    hours = sum(c.duration for c in cuts) / 3600
+    cfg = AsrConfig(epochs=1, seed=seed)
+    _, log = train_recognizer(cuts, dim, cfg)
+    out = {
+        "train_hours": round(hours, 4),
+        "seconds": log["train_seconds"],
+        "seconds_per_epoch_per_hour": round(log["train_seconds"] / hours, 1),
+        "model": f"{cfg.layers}-layer BiLSTM, {cfg.hidden} units, subsample {cfg.subsample}",
+        "threads": torch.get_num_threads(),
+    }
+    logging.info(f"ASR: {out['seconds_per_epoch_per_hour']} s per epoch per hour of audio")
+    return out
+
+
+def run_abx(triplets: int, seed: int) -> dict[str, Any]:
+    """Seconds per 1000 triplets of within-speaker ABX on synthetic 256-d features with
+    random phone runs of 3-12 frames (enough items that ``triplets`` are sampled)."""
+    from cpc.audio.abx import AbxConfig, abx_error, make_items
+
+    rng = np.random.default_rng(seed)
+    utts = []
+    for _ in range(40):
+        labels = np.repeat(rng.integers(1, 6, size=60), rng.integers(3, 13, size=60))
+        utts.append((rng.normal(size=(len(labels), 256)).astype(np.float32), labels, "s"))
+    items = make_items(utts)
+    r = abx_error(items, False, AbxConfig(max_triplets=triplets, max_per_cell=1000, seed=seed))
+    out = {
+        "items": int(len(items.center)),
+        "triplets": r["triplets"],
+        "distances": r["distances"],
+        "seconds": r["seconds"],
+        "seconds_per_1000_triplets": r["seconds_per_1000_triplets"],
+        "threads": torch.get_num_threads(),
+    }
+    logging.info(f"ABX: {out['seconds_per_1000_triplets']} s per 1000 triplets")
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -897,6 +990,24 @@ def format_table(res: dict[str, Any]) -> str:
             f"({p['linear']['s_per_epoch_per_million_rows']} / "
             f"{p['mlp']['s_per_epoch_per_million_rows']} s per epoch per million rows)"
         )
+    a = res.get("align")
+    if a:
+        lines.append(
+            f"forced alignment ({a['iterations']} rounds): {a['seconds_per_audio_hour']} s per "
+            f"audio hour ({a['audio_hours']:.3f} h in {a['seconds']} s)"
+        )
+    r = res.get("asr")
+    if r:
+        lines.append(
+            f"ASR ({r['model']}): {r['seconds_per_epoch_per_hour']} s per epoch per hour of "
+            f"audio ({r['train_hours']:.3f} h in {r['seconds']} s)"
+        )
+    x = res.get("abx")
+    if x:
+        lines.append(
+            f"ABX: {x['seconds_per_1000_triplets']} s per 1000 triplets ({x['triplets']} "
+            f"triplets, {x['distances']} DTW distances, {x['seconds']} s)"
+        )
     if res.get("errors"):
         lines.append("")
         lines += [f"FAILED: {x}" for x in res["errors"]]
@@ -911,6 +1022,8 @@ def _defaults(args: argparse.Namespace) -> None:
     args.corpus_speakers = args.corpus_speakers or (4 if q else 8)
     args.data_seconds = args.data_seconds or (3.0 if q else 10.0)
     args.probe_rows = args.probe_rows or (100_000 if q else 400_000)
+    args.align_iterations = args.align_iterations or (2 if q else 6)
+    args.abx_triplets = args.abx_triplets or (5_000 if q else 20_000)
 
 
 def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -973,7 +1086,7 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     entry[f"nproc{n}"] = {"error": str(e)}
 
     manifest_dir: Path | None = None
-    if parts & {"data", "extract"}:
+    if parts & {"data", "extract", "align", "asr"}:
         if args.manifest_dir:
             manifest_dir = Path(args.manifest_dir)
             from cpc.audio.constants import cuts_path
@@ -1031,6 +1144,20 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             msg = f"probe benchmark failed: {e}"
             logging.error(msg)
             res["errors"].append(msg)
+
+    speech = {
+        "align": lambda: run_align(manifest_dir, work, args.align_iterations, args.seed),
+        "asr": lambda: run_asr_epoch(manifest_dir, work, args.seed),
+        "abx": lambda: run_abx(args.abx_triplets, args.seed),
+    }
+    for part, fn in speech.items():
+        if part in parts:
+            try:
+                res[part] = fn()
+            except Exception as e:  # noqa: BLE001
+                msg = f"{part} benchmark failed: {e}"
+                logging.error(msg)
+                res["errors"].append(msg)
 
     if "matmul_peak" in res:
         logging.info("measuring the matmul peak again")

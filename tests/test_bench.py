@@ -126,6 +126,14 @@ def test_data_extract_and_probe_parts(tmp_path: Path) -> None:
     assert e["rtf_x_realtime"] > 0
     p = bench.run_probe(rows=2000, device="cpu", seed=0)
     assert p["s_per_epoch"] == p["linear"]["s_per_epoch"] and p["mlp"]["hidden_dim"] == 512
+    # the speech tools: aligner, downstream ASR, ABX
+    hours = total / 3600
+    a = bench.run_align(tmp_path / "manifests", tmp_path, iterations=1, seed=0)
+    assert a["audio_hours"] == round(hours, 4) and a["seconds_per_audio_hour"] > 0
+    r = bench.run_asr_epoch(tmp_path / "manifests", tmp_path, seed=0)
+    assert 0 < r["train_hours"] < hours and r["seconds_per_epoch_per_hour"] > 0
+    x = bench.run_abx(triplets=300, seed=0)
+    assert x["triplets"] == 300 and x["seconds_per_1000_triplets"] > 0
 
 
 def test_table_reports_every_part() -> None:
@@ -167,9 +175,29 @@ def test_table_reports_every_part() -> None:
             "audio_s": 420.0,
             "elapsed_s": 10.0,
         },
+        "align": {
+            "iterations": 6,
+            "seconds_per_audio_hour": 300.0,
+            "audio_hours": 2.0,
+            "seconds": 600.0,
+        },
+        "asr": {
+            "model": "m",
+            "seconds_per_epoch_per_hour": 80.0,
+            "train_hours": 1.6,
+            "seconds": 128.0,
+        },
+        "abx": {
+            "seconds_per_1000_triplets": 1.5,
+            "triplets": 20000,
+            "distances": 39000,
+            "seconds": 30.0,
+        },
         "errors": [],
     }
     text = bench.format_table(res)
+    assert "300.0 s per audio hour" in text and "80.0 s per epoch per hour" in text
+    assert "1.5 s per 1000 triplets" in text
     assert "fp32 matmul peak: 400.0 GFLOP/s" in text
     assert "81.4" in text and " 326 " in text  # % of peak and GFLOP/s of the training row
     assert "6.25x" in text and "42.0x real time" in text

@@ -1,5 +1,6 @@
 """The LibriSpeech-100 recipe end to end on a tiny embedded corpus, in a copy of the recipe
-directory: stages 0-5 with the values the run wrote checked against what its inputs give,
+directory: stages 0-7 (labels by forced alignment) with the values the run wrote checked
+against what its inputs give,
 a re-run that skips every stage, and every way of changing an input (seed, corpus, config
 contents, another corpus) ending in a model trained on the new inputs or in a refusal that
 names the difference, never in a silently reused model.
@@ -67,10 +68,25 @@ def phone_labels(cut, n):
     return cut.load_custom("phone_labels")
 
 
+# Stage 1 by forced alignment, and small budgets for the aligner and the downstream ASR.
+ALIGN = ["--align", "true", "--align-iterations", "2", "--asr-epochs", "2"]
+
+
 @pytest.mark.slow
-def test_stages_0_to_5_tiny(tmp_path: Path) -> None:
+def test_stages_0_to_7_tiny(tmp_path: Path) -> None:
     d = make_recipe_copy(tmp_path / "librispeech100")
-    run_recipe(d, "--stage", "0", "--stop-stage", "1", *TINY)
+    run_recipe(d, "--stage", "0", "--stop-stage", "1", *TINY, *ALIGN)
+
+    # Stage 1 aligned the transcripts: CPC-format labels, statistics and the agreement with
+    # the corpus's true labels; the cuts carry exactly the aligned labels.
+    from cpc.audio.labels import read_cpc_labels
+
+    aligned = read_cpc_labels(d / "data/align")
+    stats = json.loads((d / "data/align/alignment_stats.json").read_text())
+    quality = json.loads((d / "data/align/alignment_quality.json").read_text())
+    assert stats["aligned"] == len(aligned.alignments) == quality["utterances"]
+    assert stats["failed_count"] == 0 and len(stats["config"]) > 0
+    assert 0.0 < quality["frame_agreement"] <= 1.0 and quality["boundaries"] > 0
 
     # Stages 0-1: manifests, labels on every cut with exactly the cut's 10 ms frame count.
     m = d / "data/manifests"
@@ -86,13 +102,14 @@ def test_stages_0_to_5_tiny(tmp_path: Path) -> None:
         for c in cuts:
             labels = c.load_custom("phone_labels")
             assert labels.shape == (compute_num_frames(c.duration, 0.01, 16000),)
+            np.testing.assert_array_equal(labels, aligned.alignments[c.id])
             assert labels.min() >= 0 and labels.max() < 41
             if split == "test":
                 test_labels.append(labels)
         speakers[split] = {c.supervisions[0].speaker for c in cuts}
     assert speakers["train"] == speakers["test"] and len(speakers["train"]) == 4
 
-    run_recipe(d, "--stage", "2", "--stop-stage", "5", *TINY)
+    run_recipe(d, "--stage", "2", "--stop-stage", "7", *TINY, *ALIGN)
     exp = d / "exp/cpc_tiny"
     # Stage 2: best.pt is the checkpoint of the lowest validation loss in metrics.jsonl.
     recs = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
@@ -138,9 +155,26 @@ def test_stages_0_to_5_tiny(tmp_path: Path) -> None:
     assert (exp / "RESULTS.md").is_file()
     assert "pending" not in (exp / "RESULTS.md").read_text()
 
-    # Everything is done: a second run skips all six stages.
-    r = run_recipe(d, "--stage", "0", "--stop-stage", "5", *TINY)
-    assert r.stderr.count("already done with the same options") == 6, r.stderr
+    # Stage 6: a PER per feature set and training share, as the saved models score it.
+    asr = json.loads((exp / "asr/results.json").read_text())
+    assert sorted(asr) == sorted(["cpc_cpc_tiny", "mfcc", "random_cpc_tiny"])
+    table = (exp / "asr/RESULTS.md").read_text()
+    for feat, res in asr.items():
+        assert [r["fraction"] for r in res["rows"]] == [0.1, 0.3, 1.0]
+        full = res["rows"][-1]
+        assert full["train_cuts"] == len(list(load_dump(d / "data" / feat, "train", PREFIX)))
+        assert len(full["train_loss"]) == 2 and 0 <= full["greedy"]["per"]
+        assert f"| {feat} | {res['dim']} |" in table
+        assert f"{100 * full['greedy']['per']:.2f} / {100 * full['beam']['per']:.2f}" in table
+    # Stage 7: ABX within and across speakers for every feature set.
+    abx = json.loads((exp / "abx/results.json").read_text())
+    assert sorted(abx) == sorted(asr) and (exp / "abx/RESULTS.md").is_file()
+    for res in abx.values():
+        assert res["within"]["triplets"] > 0 and 0 <= res["within"]["error"] <= 1
+
+    # Everything is done: a second run skips all eight stages.
+    r = run_recipe(d, "--stage", "0", "--stop-stage", "7", *TINY, *ALIGN)
+    assert r.stderr.count("already done with the same options") == 8, r.stderr
 
 
 @pytest.mark.slow

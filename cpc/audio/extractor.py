@@ -111,6 +111,8 @@ class CPCExtractor(FeatureExtractor):
         self._model: torch.nn.Module | None = None
         self._dim: int | None = None
         self.model_config: dict[str, Any] | None = None
+        # architecture of a CPC_audio checkpoint (None: its checkpoint_args.json)
+        self.cpc_audio_config: Any = None
 
     @classmethod
     def from_model(
@@ -128,9 +130,13 @@ class CPCExtractor(FeatureExtractor):
                 raise ExtractorError(
                     "CPCExtractorConfig.checkpoint is empty; give the path of a CPC checkpoint"
                 )
+            from cpc.audio.cpc_audio import is_cpc_audio_checkpoint, load_cpc_audio
             from cpc.audio.model import load_cpc_model
 
-            model, cfg = load_cpc_model(self.config.checkpoint, map_location="cpu")
+            if is_cpc_audio_checkpoint(self.config.checkpoint):
+                model, cfg = load_cpc_audio(self.config.checkpoint, self.cpc_audio_config)
+            else:
+                model, cfg = load_cpc_model(self.config.checkpoint, map_location="cpu")
             self.model_config = cfg
             self._model = model.to(self.config.device).eval()
         return self._model
@@ -288,15 +294,23 @@ def resolve_device(device: str) -> str:
 
 
 def cpc_checkpoint_source(
-    checkpoint: str, output: str = "c", device: str = "cpu"
+    checkpoint: str, output: str = "c", device: str = "cpu", cpc_audio_config: Any = None
 ) -> tuple[CPCExtractor, dict[str, Any]]:
     """Extractor for a trained checkpoint and the description stored in the dump's info.json
-    (checkpoint path, sha256, training step, the full config it was trained with)."""
+    (checkpoint path, sha256, training step, the full config it was trained with). A
+    CPC_audio checkpoint (:mod:`cpc.audio.cpc_audio`) is read too: ``cpc_audio_config`` is
+    its architecture (None: the checkpoint_args.json beside it); its step is not known."""
+    from cpc.audio.cpc_audio import is_cpc_audio_checkpoint
+
     extractor = CPCExtractor(
         CPCExtractorConfig(checkpoint=checkpoint, output=output, device=device)
     )
+    extractor.cpc_audio_config = cpc_audio_config
     _ = extractor.model  # load now: a bad checkpoint fails before any work
-    step = load_checkpoint(checkpoint, map_location="cpu").get("step")
+    if is_cpc_audio_checkpoint(checkpoint):
+        step = None
+    else:
+        step = load_checkpoint(checkpoint, map_location="cpu").get("step")
     source = {
         "kind": "checkpoint",
         "checkpoint": str(checkpoint),

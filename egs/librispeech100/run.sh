@@ -8,6 +8,8 @@
 #   3  10 ms feature dumps: CPC c_t, MFCC and random-init baselines -> data/<feat>/
 #   4  phone probe (linear and one hidden layer) -> exp/<tag>/probe_phone/
 #   5  speaker probe (linear) and the results table -> exp/<tag>/probe_speaker/, RESULTS.md
+#   6  downstream ASR: CTC phone recogniser on each dump, PER and learning curve -> exp/<tag>/asr/
+#   7  triphone ABX (within / across speaker) on each dump -> exp/<tag>/abx/
 #
 # Usage: ./run.sh [options]      e.g. ./run.sh --stage 0 --stop-stage 5
 # A stage re-runs only when something it is made from changed: an option, the CONTENTS of the
@@ -19,9 +21,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0                 # first stage to run
-stop_stage=5            # last stage to run
+stop_stage=7            # last stage to run
 corpus_dir=""           # LibriSpeech root holding train-clean-100/ (empty: build the embedded mini corpus)
-labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own)
+labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own; with --corpus-dir: forced alignment)
+align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
+align_iterations=6      # stage 1 (alignment): train + re-align rounds after the flat start
 mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
 mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
@@ -29,6 +33,8 @@ seed=42                 # random seed (corpus, training, probes)
 nj=2                    # parallel jobs for data preparation and feature extraction
 config=conf/cpc_small.yaml   # training config (conf/cpc_paper.yaml, conf/cpc_small.yaml, conf/cpc_tiny.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=1e-3 train.max_steps=200"
+checkpoint=""           # stages 3-7: evaluate this checkpoint instead of training one (stage 2 is skipped): another run's exp/<tag>/best.pt, or a CPC_audio checkpoint (architecture from the checkpoint_args.json beside it, or --cpc-audio-args)
+cpc_audio_args=""       # architecture of a CPC_audio --checkpoint in its names, e.g. "hiddenEncoder=256 hiddenGar=256 nLevelsGRU=2 arMode=LSTM normMode=layerNorm"
 tag=""                  # experiment name under exp/ (empty: config name [+ _seed<N> if not 42] [+ overrides hash])
 restart_exp=false       # stage 2: if exp/<tag>/ holds checkpoints of other data/config/seed, rename it to exp/<tag>.old-<time> and train anew
 nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
@@ -38,6 +44,9 @@ rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (e
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
+asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
+asr_epochs=5            # stage 6: ASR training epochs (same for every feature set)
+abx_max_triplets=20000  # stage 7: ABX triplets per mode (within / across speaker) at most
 
 declare -r _seed_default=$seed
 . utils/parse_options.sh
@@ -55,9 +64,8 @@ else
   mini_dir=""
   corpus_root=$corpus_dir
   if [ -z "$labels_dir" ]; then
-    log "--labels-dir is required with --corpus-dir: point it at the CPC release's"
-    log "converted_aligned_phones.txt, train_split.txt and test_split.txt"
-    exit 1
+    log "no --labels-dir: stage 1 forced-aligns the transcripts (--align true)"
+    align=true
   fi
 fi
 if [ ! -f "$config" ]; then
@@ -65,6 +73,14 @@ if [ ! -f "$config" ]; then
   exit 1
 fi
 config_md5=$(md5sum <"$config" | cut -c1-12)  # stages depend on the config's contents
+if [ -n "$checkpoint" ]; then
+  if [ ! -f "$checkpoint" ]; then
+    log "--checkpoint $checkpoint does not exist"
+    exit 1
+  fi
+  ckpt_sig="$(md5sum <"$checkpoint" | cut -c1-12) args=${cpc_audio_args// /,}"
+  [ -z "$tag" ] && tag=ext_$(basename "$checkpoint" .pt)_$(printf '%s' "$ckpt_sig" | md5sum | cut -c1-6)
+fi
 if [ -z "$tag" ]; then
   tag=$(basename "$config" .yaml)
   [ "$seed" != "$_seed_default" ] && tag=${tag}_seed$seed
@@ -98,16 +114,29 @@ if begin_stage 0 "prepare lhotse manifests" $data_marks/stage0.done "$corpus_opt
 fi
 
 # ---- stage 1: phone labels + split -> labelled cuts ----
+# With --align true the labels are made by local/align.py in data/align (CPC release format);
+# --labels-dir, when given, then only provides the split and the reference for the agreement.
+stage1_labels=$labels_dir
+align_opts=(--iterations "$align_iterations" --seed "$seed")
+if [ "$align" = true ]; then
+  stage1_labels=data/align
+  [ -n "$labels_dir" ] && align_opts+=(--split-dir "$labels_dir" --reference-dir "$labels_dir")
+fi
 if begin_stage 1 "attach phone labels, split train/test" $data_marks/stage1.done \
-    "labels_dir=$labels_dir max_frame_diff=$max_frame_diff corpus=$(stage_sig $data_marks/stage0.done)"; then
-  python local/prepare_labels.py --manifest-dir $manifests --labels-dir "$labels_dir" \
+    "labels_dir=$labels_dir align=$align align_opts=$(IFS=,; echo "${align_opts[*]}") max_frame_diff=$max_frame_diff corpus=$(stage_sig $data_marks/stage0.done)"; then
+  if [ "$align" = true ]; then
+    python local/align.py --manifest-dir $manifests --output-dir data/align "${align_opts[@]}"
+  fi
+  python local/prepare_labels.py --manifest-dir $manifests --labels-dir "$stage1_labels" \
     --lang-dir data/lang --max-frame-diff $max_frame_diff
   end_stage $manifests/librispeech_cuts_train.jsonl.gz $manifests/librispeech_cuts_test.jsonl.gz \
     data/lang/phones.txt
 fi
 
 # ---- stage 2: CPC pre-training (torchrun, DDP) ----
-if begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
+[ -n "$checkpoint" ] && [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && \
+  log "stage 2 skipped: evaluating --checkpoint $checkpoint"
+if [ -z "$checkpoint" ] && begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
     "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage1.done)"; then
   train_args=(--config "$config" --exp-dir $exp --data-dir $manifests --seed "$seed")
   # shellcheck disable=SC2206
@@ -120,9 +149,18 @@ fi
 dump_dirs="cpc_$tag mfcc random_$tag"
 if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z random_${tag}_z"; fi
 probe_feats=$dump_dirs
+if [ -n "$checkpoint" ]; then
+  model_sig="checkpoint=$ckpt_sig"
+  cpc_ckpt=$checkpoint
+else
+  model_sig="train=$(stage_sig $exp_marks/stage2.done)"
+  cpc_ckpt=$exp/best.pt
+fi
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
-    "dump_z=$dump_z train=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage1.done)"; then
-  python local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
+    "dump_z=$dump_z $model_sig data=$(stage_sig $data_marks/stage1.done)"; then
+  # shellcheck disable=SC2086
+  python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
+    ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
     --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
   python local/extract_features.py --feat-type mfcc \
     --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
@@ -155,4 +193,24 @@ if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
   end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
     $exp/RESULTS.md $exp/results.json
   log "results: $exp/RESULTS.md"
+fi
+
+# ---- stage 6: downstream ASR ----
+if begin_stage 6 "downstream ASR (CTC phone recogniser)" $exp_marks/stage6.done \
+    "seed=$seed fractions=${asr_fractions// /,} epochs=$asr_epochs feats=$(stage_sig $exp_marks/stage3.done)"; then
+  # shellcheck disable=SC2046,SC2086
+  python local/train_asr.py --feature-dir $(for f in $probe_feats; do echo data/$f; done) \
+    --output-dir $exp/asr --fractions $asr_fractions --epochs "$asr_epochs" --seed "$seed"
+  end_stage $exp/asr/results.json $exp/asr/RESULTS.md
+  log "ASR results: $exp/asr/RESULTS.md"
+fi
+
+# ---- stage 7: ABX ----
+if begin_stage 7 "triphone ABX" $exp_marks/stage7.done \
+    "seed=$seed max_triplets=$abx_max_triplets feats=$(stage_sig $exp_marks/stage3.done)"; then
+  # shellcheck disable=SC2046
+  python local/abx.py --feature-dir $(for f in $probe_feats; do echo data/$f; done) \
+    --output-dir $exp/abx --max-triplets "$abx_max_triplets" --seed "$seed"
+  end_stage $exp/abx/results.json $exp/abx/RESULTS.md
+  log "ABX results: $exp/abx/RESULTS.md"
 fi

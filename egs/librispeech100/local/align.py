@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Stage 1 (forced alignment): frame-level phone labels from the transcripts alone.
+
+Trains an aligner on the corpus itself (CMUdict pronunciations, MFCC, a flat-start frame
+classifier re-aligned by Viterbi with optional silence between words; see
+cpc/audio/align.py) and writes the labels in the CPC release format, so that
+local/prepare_labels.py reads them like the release's.
+
+Input:  MANIFEST_DIR/librispeech_{recordings,supervisions}_train-clean-100.jsonl.gz (stage 0)
+Output: OUTPUT_DIR/converted_aligned_phones.txt, train_split.txt, test_split.txt, phones.txt,
+        alignment_stats.json (per-phone durations, OOV words, failed utterances and why,
+        per-round log, time per audio hour) and, with --reference-dir,
+        alignment_quality.json (frame agreement overall and per phone, boundary errors).
+
+Example:
+    python local/align.py --manifest-dir data/manifests --output-dir data/align \\
+        --split-dir download/mini_librispeech/labels \\
+        --reference-dir download/mini_librispeech/labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from cpc.audio.align import AlignConfig, align_corpus
+from cpc.audio.librispeech import LIBRISPEECH_PART, DataPrepError
+from cpc.cli import HelpFormatter
+from cpc.log import setup_logging
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    d = AlignConfig()
+    parser.add_argument("--manifest-dir", default="data/manifests", help="stage-0 manifests")
+    parser.add_argument("--output-dir", default="data/align", help="receives the labels")
+    parser.add_argument(
+        "--split-dir",
+        default=None,
+        help="reuse train_split.txt / test_split.txt from here (default: a seeded "
+        "per-speaker split)",
+    )
+    parser.add_argument(
+        "--reference-dir",
+        default=None,
+        help="labels in the CPC release format to measure the alignment against",
+    )
+    parser.add_argument("--iterations", type=int, default=d.iterations, help="re-align rounds")
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="classifier epochs/round")
+    parser.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest phone")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    parser.add_argument("--num-threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--part", default=LIBRISPEECH_PART, help="LibriSpeech part")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    torch.set_num_threads(args.num_threads)
+    cfg = AlignConfig(
+        iterations=args.iterations, epochs=args.epochs, min_frames=args.min_frames, seed=args.seed
+    )
+    try:
+        align_corpus(
+            args.manifest_dir,
+            args.output_dir,
+            cfg,
+            split_dir=args.split_dir,
+            reference_dir=args.reference_dir,
+            part=args.part,
+        )
+    except (DataPrepError, FileNotFoundError, PermissionError) as e:
+        logging.error(str(e))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

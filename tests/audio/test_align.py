@@ -1,0 +1,162 @@
+"""Forced alignment (cpc/audio/align.py, cpc/audio/lexicon.py): the lexicon, the Viterbi
+search with optional silence, the flat start, the quality measures on known cases, and the
+aligner learning a synthetic corpus whose true alignment is known from a flat start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cpc.audio.align import (
+    AlignConfig,
+    Utterance,
+    align_corpus,
+    align_utterances,
+    alignment_quality,
+    build_chain,
+    flat_start,
+    make_split,
+    pause_frames,
+    viterbi,
+    viterbi_batch,
+)
+from cpc.audio.constants import PHONE_TO_ID
+from cpc.audio.labels import read_cpc_labels
+from cpc.audio.lexicon import Lexicon
+from tests.factories import make_tiny_corpus
+
+P = PHONE_TO_ID
+SIL = P["SIL"]
+
+
+def test_lexicon_cmudict_without_stress_and_counted_fallbacks() -> None:
+    lex = Lexicon()
+    assert lex.pronounce("the") == [P["DH"], P["AH"]]  # CMUdict's first entry, AH0 -> AH
+    assert lex.pronounce("CAT,") == [P["K"], P["AE"], P["T"]]
+    assert lex.pronounce("ILL-WILL") == lex.pronounce("ILL") + lex.pronounce("WILL")
+    assert lex.pronounce("ZXQWV") == [P["SPN"]] and lex.pronounce("zxqwv") == [P["SPN"]]
+    assert lex.oov == {"ZXQWV": 2} and lex.split == {"ILL-WILL": 1}
+    assert lex.transcript("  THE -- CAT ") == [[P["DH"], P["AH"]], [P["K"], P["AE"], P["T"]]]
+
+
+def _scores(labels: list[int], strength: float = 5.0) -> np.ndarray:
+    s = np.zeros((len(labels), 41))
+    s[np.arange(len(labels)), labels] = strength
+    return s
+
+
+def test_viterbi_places_optional_silence_only_where_there_is_silence() -> None:
+    a, b = P["AA"], P["B"]
+    chain = build_chain([[a], [b]], min_frames=2)
+    truth = [SIL] * 3 + [a] * 4 + [SIL] * 2 + [b] * 3 + [SIL]
+    assert viterbi(_scores(truth), chain).tolist() == truth
+    no_pause = [a] * 4 + [b] * 3  # every silence skipped
+    assert viterbi(_scores(no_pause), chain).tolist() == no_pause
+    # the chain forces every phone even where the scores say otherwise: min 2 frames of b
+    got = viterbi(_scores([a] * 7), chain).tolist()
+    assert got == [a] * 5 + [b] * 2
+    with pytest.raises(ValueError, match="3 frames for a chain that needs 4"):
+        viterbi(_scores([a] * 3), chain)
+    # several utterances of different lengths and chains in one batch: the same paths
+    rng = np.random.default_rng(0)
+    chains = [chain, build_chain([[b, a, b]], min_frames=1), build_chain([[a]], min_frames=3)]
+    scores = [rng.normal(size=(int(n), 41)) for n in (13, 5, 30)]
+    batch = viterbi_batch(scores, chains)
+    assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+
+
+def test_flat_start_and_pauses() -> None:
+    chain = build_chain([[P["AA"], P["B"]], [P["IY"]]])
+    two_each = [SIL, P["AA"], P["B"], P["IY"], SIL]
+    assert flat_start(10, chain).tolist() == [p for p in two_each for _ in range(2)]
+    energy = np.array([0.0] * 3 + [10.0] * 4 + [0.0] * 10 + [10.0] * 3 + [0.0] * 2 + [9.0])
+    pauses = pause_frames(energy, min_pause=10)
+    # the leading run and the 10-frame pause count; the 2-frame dip before the end does not
+    assert np.flatnonzero(pauses).tolist() == [0, 1, 2, *range(7, 17)]
+    lab = flat_start(len(energy), chain, pauses)
+    assert (lab[pauses] == SIL).all() and lab[~pauses].tolist() == [P["AA"]] * 3 + [P["B"]] * 4 + [
+        P["IY"]
+    ] * 3
+
+
+def test_alignment_quality_on_a_known_case() -> None:
+    ref = {"u": np.array([0, 0, 5, 5, 5, 6, 6, 0]), "v": np.array([7, 7])}
+    hyp = {"u": np.array([0, 5, 5, 5, 6, 6, 6, 0]), "v": np.array([7, 7]), "w": np.array([1])}
+    q = alignment_quality(hyp, ref)
+    assert q["utterances"] == 2 and q["frames"] == 10
+    assert q["frame_agreement"] == 0.8  # frames 1 and 4 of u differ
+    assert q["per_phone"]["SIL"] == {"frames": 3, "agreement": round(2 / 3, 4)}
+    assert q["per_phone"]["B"] == {"frames": 2, "agreement": 1.0}
+    # boundaries: 5 starts at 2 vs 1, 6 at 5 vs 4, SIL at 7 vs 7 -> 10, 10, 0 ms
+    assert q["boundaries"] == 3 and q["boundary_error_median_ms"] == 10.0
+    assert q["boundaries_within_20ms"] == 1.0
+
+
+def test_split_is_per_speaker_and_seeded() -> None:
+    spk = {f"{s}-{i}": s for s in "ab" for i in range(10)}
+    split = make_split(spk, 0.2, seed=3)
+    assert len(split["test"]) == 4 and {u[0] for u in split["test"]} == {"a", "b"}
+    assert split == make_split(spk, 0.2, seed=3) and split != make_split(spk, 0.2, seed=4)
+
+
+def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
+    """Each class has its own mean vector; utterances are random words with random phone
+    durations and pauses; the aligner sees only the words and recovers the alignment."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(41, 12)) * 2
+    vocab = [list(rng.choice(np.arange(1, 40), size=int(rng.integers(2, 5)))) for _ in range(20)]
+    utts, truth = [], {}
+    for i in range(60):
+        words = [vocab[j] for j in rng.choice(len(vocab), size=int(rng.integers(2, 5)))]
+        lab = [SIL] * int(rng.integers(5, 15))
+        for w in words:
+            for p in w:
+                lab += [int(p)] * int(rng.integers(4, 12))
+            if rng.random() < 0.3:
+                lab += [SIL] * int(rng.integers(12, 20))
+        lab += [SIL] * int(rng.integers(5, 15))
+        lab = np.array(lab)
+        feats = means[lab] + rng.normal(size=(len(lab), 12))
+        energy = np.where(lab == SIL, 0.0, 10.0) + rng.normal(size=len(lab)) * 0.1
+        utts.append(Utterance(f"u{i}", "s", feats.astype(np.float32), words, energy))
+        truth[f"u{i}"] = lab
+    cfg = AlignConfig(iterations=2, hidden=64, context=2, batch_frames=256, min_steps=150, seed=1)
+    result = align_utterances(utts, cfg, truth)
+    q = alignment_quality(result.labels, truth)
+    flat = result.stats["iterations"]
+    assert q["frame_agreement"] > 0.95 and q["boundary_error_median_ms"] == 0.0
+    assert flat[-1]["frame_agreement_with_reference"] == q["frame_agreement"]
+
+
+def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
+    from cpc.audio.librispeech import prepare_librispeech_manifests
+
+    corpus = make_tiny_corpus(tmp_path / "c", speakers=2, chapters=1, utts=4)
+    trans = sorted(corpus.part_dir.glob("*/*/*.trans.txt"))[0]
+    lines = trans.read_text().splitlines()
+    empty, long_, oov = (lines[i].split()[0] for i in range(3))
+    lines[0] = empty + " "
+    lines[1] = long_ + " " + " ".join(["SEVEN"] * 200)  # 1000 phones: far too long
+    lines[2] = oov + " THE QXZZY CAT"
+    trans.write_text("\n".join(lines) + "\n")
+    manifests = tmp_path / "m"
+    prepare_librispeech_manifests(corpus.corpus_dir, manifests)
+    out = tmp_path / "align"
+    cfg = AlignConfig(iterations=1, hidden=16, context=1)
+    align_corpus(manifests, out, cfg, split_dir=corpus.labels_dir, reference_dir=corpus.labels_dir)
+    stats = json.loads((out / "alignment_stats.json").read_text())
+    assert set(stats["failed"]) == {empty, long_}
+    assert stats["failed"][empty].startswith("empty transcript")
+    assert stats["failed"][long_].startswith("too short for its transcript")
+    assert stats["oov_words"] == {"QXZZY": 1} and stats["oov_tokens"] == 1
+    assert stats["aligned"] == len(corpus.utt_ids) - 2
+    labels = read_cpc_labels(out)  # the CPC release format, as stage 1 reads it
+    assert set(labels.alignments) == set(corpus.utt_ids) - {empty, long_}
+    for u, lab in labels.alignments.items():
+        assert len(lab) == corpus.num_frames[u]
+    assert set(labels.splits["train"]) | set(labels.splits["test"]) <= set(labels.alignments)
+    q = json.loads((out / "alignment_quality.json").read_text())
+    assert q["utterances"] == stats["aligned"]

@@ -1,0 +1,106 @@
+"""Downstream CTC phone recogniser (cpc/audio/asr.py): decoding on known cases, PER, and
+training + scoring on a tiny MFCC dump read the icefall way; bad dumps refused by name."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lhotse import load_manifest
+
+from cpc.audio.asr import (
+    AsrConfig,
+    AsrError,
+    PhoneRecognizer,
+    beam_decode,
+    error_rate,
+    evaluate,
+    greedy_decode,
+    load_asr_cuts,
+    load_recognizer,
+    phone_sequence,
+    run_asr,
+)
+from tests.factories import make_labelled_manifests, mfcc_dump
+
+
+def _logp(rows: list[dict[int, float]]) -> torch.Tensor:
+    out = torch.full((len(rows), 41), 1e-9)
+    for t, r in enumerate(rows):
+        for c, p in r.items():
+            out[t, c] = p
+    return (out / out.sum(1, keepdim=True)).log()
+
+
+def test_phone_sequence_and_decoders() -> None:
+    assert phone_sequence(np.array([0, 0, 5, 5, 0, 5, 7, 7, 0])) == [5, 5, 7]
+    peaky = _logp([{0: 0.9, 5: 0.1}, {5: 0.9, 0: 0.1}, {0: 0.9}, {5: 0.8, 0: 0.2}, {7: 1.0}])
+    assert greedy_decode(peaky) == [5, 5, 7] == beam_decode(peaky, beam=4)
+    # P("") = 0.6^2 = 0.36 but P("a") = 0.4^2 + 2 * 0.4 * 0.6 = 0.64: greedy says "",
+    # the prefix search sums the paths and says "a"
+    two = _logp([{0: 0.6, 3: 0.4}, {0: 0.6, 3: 0.4}])
+    assert greedy_decode(two) == [] and beam_decode(two, beam=4) == [3]
+
+
+def test_padded_bilstm_equals_one_by_one() -> None:
+    torch.manual_seed(0)
+    model = PhoneRecognizer(5, 4, 2, subsample=2).eval()
+    x = torch.randn(3, 9, 5)
+    lengths = torch.tensor([9, 4, 7])
+    batch = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone = model(x[i : i + 1, :n], lengths[i : i + 1])
+        m = (n + 1) // 2
+        torch.testing.assert_close(batch[i, :m], alone[0, :m])
+
+
+def test_error_rate_counts() -> None:
+    r = error_rate([[1, 2, 3], [4]], [[1, 3, 5], []])
+    assert r == {"per": 3 / 4, "ref_phones": 4, "ins": 1, "del": 2, "sub": 0, "total": 3}
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("asr")
+    manifests, _, _ = make_labelled_manifests(root, speakers=2, chapters=2, utts=3)
+    return mfcc_dump(manifests, root / "mfcc")
+
+
+def test_run_asr_learning_curve(dump: Path, tmp_path: Path) -> None:
+    cfg = AsrConfig(hidden=16, layers=1, epochs=2, beam=2)
+    res = run_asr(dump, tmp_path / "asr", fractions=(0.1, 1.0), cfg=cfg)  # 0.1: one cut
+    saved = json.loads((tmp_path / "asr/results.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    train = load_manifest(dump / "librispeech_cuts_train.jsonl.gz")
+    one, full = res["rows"]
+    assert full["train_cuts"] == len(train) and one["train_cuts"] == 1
+    assert full["train_hours"] == round(sum(c.duration for c in train) / 3600, 4)
+    # the saved model scores what the run reported
+    test, dim = load_asr_cuts(dump, "test")
+    again = evaluate(load_recognizer(tmp_path / "asr/frac1/model.pt"), test, dim, cfg)
+    assert again["greedy"] == full["greedy"]
+    assert again["beam"] == full["beam"] and all(math.isfinite(x) for x in full["train_loss"])
+    # another feature dimension than the model's: refused by name
+    with pytest.raises(AsrError, match="39-dim features but the recogniser was trained on 7"):
+        evaluate(PhoneRecognizer(7, 4, 1), test, dim, cfg)
+
+
+def test_dump_without_labels_is_refused(dump: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "nolabels"
+    shutil.copytree(dump, bad)
+    path = bad / "librispeech_cuts_train.jsonl.gz"
+    cuts = load_manifest(path)
+    cuts = cuts.map(lambda c: c.with_custom("phone_labels", None) if c.id < "z" else c)
+    for c in cuts:
+        c.custom.pop("phone_labels", None)
+    cuts.to_file(path)
+    with pytest.raises(AsrError, match=r"cuts have no phone_labels.*run stages 1 and 3"):
+        load_asr_cuts(bad, "train")
+    with pytest.raises(AsrError, match="run the feature dump first"):
+        load_asr_cuts(tmp_path / "missing", "train")
