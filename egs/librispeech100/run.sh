@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0                 # first stage to run
-stop_stage=7            # last stage to run
+stop_stage=5            # last stage to run (6-7, downstream ASR and ABX, are opt-in: --stop-stage 7)
 corpus_dir=""           # LibriSpeech root holding train-clean-100/ (empty: build the embedded mini corpus)
 labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own; with --corpus-dir: forced alignment)
 align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
