@@ -149,12 +149,7 @@ class PatchTrainData:
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
-        it = iter(loader)
-        try:
-            while True:
-                yield next(it)
-        finally:
-            del it
+        yield from loader  # the sampler never ends; closing this generator ends the workers
 
 
 class PatchValidData:
