@@ -8,6 +8,8 @@ Input:  --manifest-dir (stage 0), --config (the sizes of the views), --exp-dir (
 Output: a report on the log and --output JSON: ``decode_augment_images_per_s_per_core``,
         ``train_images_per_s`` (per process), ``cores_needed`` (per training process).
 Decoding runs in this process on one thread (the rate of one DataLoader worker).
+--synthetic-jpeg WxH benchmarks on random-noise JPEGs of that size (e.g. 500x375, a typical
+ImageNet image) instead of the manifest's images: the paper's sizes without ImageNet.
 
 Example (from egs/imagenet):
     python local/bench_data.py --manifest-dir data/manifests --config conf/cpc_small.yaml \\
@@ -39,6 +41,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", default="", help="a training run to compare with")
     p.add_argument("--images", type=int, default=500, help="images to decode and augment")
     p.add_argument("--output", default="", help="JSON report")
+    p.add_argument("--synthetic-jpeg", default="", help="WxH: benchmark on generated JPEGs")
     return p
 
 
@@ -52,15 +55,36 @@ def main(argv: list[str] | None = None) -> int:
     from cpc.vision.patches import open_image, train_patches
 
     cfg = load_train_config(args.config)
-    man = read_manifest(Path(args.manifest_dir) / "train.tsv")
-    idx = np.random.default_rng(0).permutation(len(man))[: args.images]
+    if args.synthetic_jpeg:
+        import tempfile
+
+        from PIL import Image
+
+        w, h = (int(v) for v in args.synthetic_jpeg.split("x"))
+        tmp = tempfile.TemporaryDirectory()
+        rng = np.random.default_rng(0)
+        paths = []
+        for n in range(min(args.images, 50)):
+            paths.append(f"{tmp.name}/{n}.JPEG")
+            arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(paths[-1], quality=90)
+        paths = [paths[n % len(paths)] for n in range(args.images)]
+    else:
+        man = read_manifest(Path(args.manifest_dir) / "train.tsv")
+        idx = np.random.default_rng(0).permutation(len(man))[: args.images]
+        paths = [man.full_path(int(i)) for i in idx]
     gen = torch.Generator()
     t0 = time.perf_counter()
-    for n, i in enumerate(idx):
+    for n, path in enumerate(paths):
         gen.manual_seed(image_seed(0, 0, n))
-        train_patches(open_image(man.full_path(int(i)), cfg.data.greyscale), cfg.data, gen)
-    rate = len(idx) / (time.perf_counter() - t0)
-    report = {"decode_augment_images_per_s_per_core": round(rate, 1), "images": len(idx)}
+        train_patches(open_image(path, cfg.data.greyscale), cfg.data, gen)
+    rate = len(paths) / (time.perf_counter() - t0)
+    report = {
+        "decode_augment_images_per_s_per_core": round(rate, 1),
+        "images": len(paths),
+        "source": args.synthetic_jpeg or "manifest",
+        "config": args.config,
+    }
     logging.info(f"decode + augment + patch grid: {rate:.0f} images/s on one core")
     metrics = Path(args.exp_dir) / "metrics.jsonl" if args.exp_dir else None
     if metrics is not None and metrics.is_file():
