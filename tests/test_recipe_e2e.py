@@ -32,15 +32,15 @@ RECIPE = ROOT / "egs/librispeech100"
 TINY = ["--config", "conf/cpc_tiny.yaml", "--mini-speakers", "4", "--mini-minutes", "2"]
 
 
-def make_recipe_copy(dst: Path) -> Path:
+def make_recipe_copy(dst: Path, recipe: Path = RECIPE) -> Path:
     """A recipe directory as a user would set one up elsewhere: conf/ and run.sh copied,
     utils/, local/, path.sh linked (as Kaldi's egs link steps/ and utils/)."""
     dst.mkdir()
     for name in ("run.sh", "cmd.sh"):
-        shutil.copy2(RECIPE / name, dst / name)
-    shutil.copytree(RECIPE / "conf", dst / "conf")
+        shutil.copy2(recipe / name, dst / name)
+    shutil.copytree(recipe / "conf", dst / "conf")
     for name in ("local", "utils", "path.sh"):
-        (dst / name).symlink_to((RECIPE / name).resolve())
+        (dst / name).symlink_to((recipe / name).resolve())
     return dst
 
 

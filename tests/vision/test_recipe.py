@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,19 +16,10 @@ import pytest
 import torch
 
 from tests.needs import require
+from tests.test_recipe_e2e import make_recipe_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "egs/imagenet"
-
-
-def recipe_copy(dst: Path) -> Path:
-    dst.mkdir()
-    for name in ("run.sh", "cmd.sh"):
-        shutil.copy2(RECIPE / name, dst / name)
-    shutil.copytree(RECIPE / "conf", dst / "conf")
-    for name in ("local", "utils", "path.sh"):
-        (dst / name).symlink_to((RECIPE / name).resolve())
-    return dst
 
 
 def run(d: Path, *args: str) -> subprocess.CompletedProcess:
@@ -42,7 +32,7 @@ def run(d: Path, *args: str) -> subprocess.CompletedProcess:
 def test_tiny_recipe_end_to_end_and_rerun_skips(tmp_path: Path) -> None:
     share = Path(sys.prefix) / "share" / "fashion-mnist"
     require((share / "train-images-idx3-ubyte.gz").is_file(), f"Fashion-MNIST in {share}")
-    d = recipe_copy(tmp_path / "imagenet")
+    d = make_recipe_copy(tmp_path / "imagenet", RECIPE)
     run(d, "--config", "conf/cpc_tiny.yaml")
     m = d / "data/manifests"
     assert len((m / "train.tsv").read_text().splitlines()) == 1 + 400
