@@ -79,7 +79,8 @@ class ImageClassTask:
             class_names=names,
             probes={"linear": cfg},
             info={"feature_type": info["feature_type"], "dim": info["dim"]},
-            keep_confusion=len(names) <= 100,
+            keep_confusion=len(names) <= 100,  # ImageNet's 1000 x 1000: per-class accuracy only
+            confusion_plots=("linear",) if len(names) <= 100 else (),
         )
 
 
