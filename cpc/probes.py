@@ -4,8 +4,11 @@ Domain-agnostic: inputs are in-memory arrays, one row per example (a 10 ms frame
 window, an image patch ...). A probe is a multinomial logistic regression (``hidden_dim=0``)
 or a one-hidden-layer MLP, trained with minibatch Adam for a fixed number of epochs (raised to
 reach ``min_steps`` updates on small data; no early stopping on the test set) with a cosine
-learning-rate decay, seeded. Features are standardised with the TRAIN split's mean and
-standard deviation only.
+learning-rate decay, seeded. Optionally SGD with momentum instead of Adam
+(``optimizer="sgd"``) and a step schedule (``schedule="step"``: the rate times ``gamma`` at
+each of ``milestones``, fractions of all updates), e.g. the CPC paper's ImageNet classifier:
+0.1, 0.01, 0.001 for 50k, 25k and 10k updates; and the top-k accuracy (``top_k > 1``).
+Features are standardised with the TRAIN split's mean and standard deviation only.
 
 Optionally each row is concatenated with its ``context`` neighbours on either side within the
 same sequence (edge rows repeated), e.g. ``context=2`` for c_t with +-2 frames; neighbours are
@@ -54,6 +57,12 @@ class ProbeConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 16384
+    optimizer: str = "adam"  # adam, or sgd (with ``momentum``)
+    momentum: float = 0.9  # sgd only
+    schedule: str = "cosine"  # cosine, or step (lr * gamma at each milestone)
+    milestones: list[float] = field(default_factory=lambda: [50 / 85, 75 / 85])  # step
+    gamma: float = 0.1  # step: the factor at each milestone
+    top_k: int = 0  # > 1: also report the top-k accuracy on the test rows
 
 
 @dataclass
@@ -106,11 +115,17 @@ class ProbeResult:
     final_loss: float
     epochs: int = 0  # epochs actually run (cfg.epochs, or more for cfg.min_steps)
     config: dict[str, Any] = field(default_factory=dict)
+    top_k_accuracy: float | None = None  # with cfg.top_k > 1: the true class among the top k
 
     def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
-        """JSON-ready summary (confusion matrix as nested lists)."""
+        """JSON-ready summary (confusion matrix as nested lists; ``top<k>_accuracy`` when
+        the probe reported one)."""
         names = class_names or [str(i) for i in range(len(self.per_class_accuracy))]
+        extra = {}
+        if self.top_k_accuracy is not None:
+            extra[f"top{self.config['top_k']}_accuracy"] = self.top_k_accuracy
         return {
+            **extra,
             "accuracy": self.accuracy,
             "train_accuracy": self.train_accuracy,
             "per_class_accuracy": dict(zip(names, self.per_class_accuracy)),
@@ -231,13 +246,35 @@ def _make_model(in_dim: int, num_classes: int, hidden_dim: int) -> nn.Module:
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig) -> torch.Tensor:
+def _predict(model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig, k: int = 1) -> torch.Tensor:
+    """The ``k`` highest-scoring classes of every row, best first: ``(n, k)``; with
+    ``k = 1`` the predictions ``(n,)``."""
     model.eval()
     out = []
     for a in range(0, n, cfg.eval_batch_size):
         idx = torch.arange(a, min(n, a + cfg.eval_batch_size))
-        out.append(model(ctx(idx).to(cfg.device)).argmax(-1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+        out.append(model(ctx(idx).to(cfg.device)).topk(k, dim=-1).indices.cpu())
+    top = torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
+    return top[:, 0] if k == 1 else top
+
+
+def _optimizer(model: nn.Module, cfg: ProbeConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"probe optimizer {cfg.optimizer!r} is not one of adam, sgd")
+
+
+def probe_lr_factor(step: int, total_steps: int, cfg: ProbeConfig) -> float:
+    """Multiplier of ``cfg.lr`` at update ``step`` of ``total_steps``."""
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(step >= m * total_steps for m in cfg.milestones)
+    raise ValueError(f"probe schedule {cfg.schedule!r} is not one of cosine, step")
 
 
 def train_probe(
@@ -260,14 +297,13 @@ def train_probe(
     torch.manual_seed(cfg.seed)
     tr_ctx, te_ctx = _Context(train, cfg.context), _Context(test, cfg.context)
     model = _make_model(tr_ctx.dim, num_classes, cfg.hidden_dim).to(cfg.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _optimizer(model, cfg)
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     total_steps = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps))
-    )
+    probe_lr_factor(0, total_steps, cfg)  # an unknown schedule fails before training
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: probe_lr_factor(s, total_steps, cfg))
     loss_fn = nn.CrossEntropyLoss()
     y_train = train.y
     t0 = time.time()
@@ -290,6 +326,10 @@ def train_probe(
         final_loss = total / max(count, 1)
         logging.debug(f"probe epoch {epoch + 1}/{epochs}: loss {final_loss:.4f}")
     train_time = time.time() - t0
+    top_k_accuracy = None
+    if cfg.top_k > 1:
+        top = _predict(model, te_ctx, len(test), cfg, min(cfg.top_k, num_classes))
+        top_k_accuracy = float((top == test.y.view(-1, 1)).any(dim=1).double().mean())
     pred_test = _predict(model, te_ctx, len(test), cfg)
     pred_train = _predict(model, tr_ctx, len(train), cfg)
     conf = torch.bincount(
@@ -314,4 +354,5 @@ def train_probe(
         epochs=epochs,
         final_loss=final_loss,
         config=cfg_dict,
+        top_k_accuracy=top_k_accuracy,
     )

@@ -15,6 +15,7 @@ from cpc.probes import (
     holdout_group_split,
     majority_chance,
     pool_windows,
+    probe_lr_factor,
     standardize,
     train_probe,
 )
@@ -40,6 +41,32 @@ def test_separable_data_is_learned(hidden: int) -> None:
     assert r.confusion.sum() == 1000 and r.confusion.shape == (5, 5)
     assert np.trace(r.confusion) == round(r.accuracy * 1000)
     assert all(a is not None and a > 0.95 for a in r.per_class_accuracy)
+
+
+def test_step_schedule_and_defaults() -> None:
+    cfg = ProbeConfig()
+    assert (cfg.optimizer, cfg.schedule, cfg.top_k) == ("adam", "cosine", 0)  # unchanged
+    assert probe_lr_factor(0, 100, cfg) == 1.0 and probe_lr_factor(50, 100, cfg) == 0.5
+    step = ProbeConfig(schedule="step", milestones=[50 / 85, 75 / 85], gamma=0.1)
+    # the paper's ImageNet classifier: 0.1 / 0.01 / 0.001 for 50k / 25k / 10k updates
+    factors = [probe_lr_factor(s, 85_000, step) for s in (0, 49_999, 50_000, 74_999, 75_000)]
+    assert factors == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+    with pytest.raises(ValueError, match="schedule"):
+        probe_lr_factor(0, 10, ProbeConfig(schedule="poly"))
+
+
+def test_sgd_step_probe_and_top_k() -> None:
+    x, y = blobs(3000, 6, 8, sep=1.0, seed=3)
+    tr, te = ProbeData.from_numpy(x[:2000], y[:2000]), ProbeData.from_numpy(x[2000:], y[2000:])
+    standardize(tr.x, te.x)
+    common = dict(epochs=10, batch_size=128, lr=0.1, seed=1, optimizer="sgd", schedule="step")
+    r = train_probe(tr, te, 6, ProbeConfig(**common, top_k=3))
+    assert r.top_k_accuracy is not None and 1.0 >= r.top_k_accuracy > r.accuracy > 0.5
+    assert r.to_dict()["top3_accuracy"] == r.top_k_accuracy
+    every = train_probe(tr, te, 6, ProbeConfig(**common, top_k=6))
+    assert every.top_k_accuracy == 1.0 and every.accuracy == r.accuracy  # same seed, same model
+    adam = train_probe(tr, te, 6, ProbeConfig(epochs=10, batch_size=128, lr=0.01, seed=1))
+    assert adam.top_k_accuracy is None and "top0_accuracy" not in adam.to_dict()
 
 
 def test_linear_probe_agrees_with_sklearn_logistic_regression() -> None:
