@@ -86,22 +86,12 @@ else
   data_opts="data_dir=$(cd "$data_dir" 2>/dev/null && pwd -P || echo "$data_dir") devkit_dir=$devkit_dir"
 fi
 
-# torchrun + local/train.py, refusing (or moving aside) an exp dir of other inputs first.
-train() {
-  local exp_dir=$1; shift
-  local args=(--exp-dir "$exp_dir" --data-dir $manifests --seed "$seed" "$@")
-  if [ -d "$exp_dir" ]; then
-    rc=0
-    python $CPC_ROOT/local/train.py "${args[@]}" --check-only true --restart-exp "$restart_exp" || rc=$?
-    if [ $rc -ne 0 ]; then log "training stopped: see the error above"; exit 1; fi
-  fi
-  local launch=(torchrun --nproc-per-node "$nproc_per_node" --nnodes "$nnodes")
-  if [ -n "$rdzv_endpoint" ]; then
-    launch+=(--node-rank "$node_rank" --rdzv-backend c10d --rdzv-endpoint "$rdzv_endpoint")
-  else
-    launch+=(--standalone)
-  fi
-  $train_cmd "$exp_dir/log/train.log" "${launch[@]}" $CPC_ROOT/local/train.py "${args[@]}"
+# local/train.py under torchrun (utils/stage.sh's train_exp: refuses, or with --restart-exp
+# moves aside, an exp dir of other inputs first).
+train() {  # train STAGE EXP_DIR TRAIN_ARGS...
+  local stage_n=$1 exp_dir=$2; shift 2
+  train_exp "$stage_n" "$exp_dir" torchrun --exp-dir "$exp_dir" --data-dir $manifests \
+    --seed "$seed" "$@"
 }
 
 # ---- stage 0: image tree -> manifests ----
@@ -122,7 +112,7 @@ train_opts=()
 [ -n "$overrides" ] && train_opts=(--override $overrides)
 if begin_stage 1 "CPC pre-training ($tag)" $exp_marks/stage1.done \
     "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage0.done)"; then
-  train $exp --config "$config" "${train_opts[@]}"
+  train 1 $exp --config "$config" "${train_opts[@]}"
   end_stage $exp/best.pt
 fi
 
@@ -133,7 +123,7 @@ if begin_stage 2 "supervised baseline ($tag)" $exp_marks/stage2.done \
   sup=(model.objective=supervised model.num_classes="$num_classes")
   [ "$supervised_steps" != 0 ] && sup+=(train.max_steps="$supervised_steps")
   # shellcheck disable=SC2206
-  train $exp/supervised --config "$config" --override $overrides "${sup[@]}"
+  train 2 $exp/supervised --config "$config" --override $overrides "${sup[@]}"
   end_stage $exp/supervised/best.pt
 fi
 
