@@ -25,6 +25,9 @@ speaker. Labels have exactly ``compute_num_frames(duration, 0.01, 16000)`` frame
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,3 +240,33 @@ def mfcc_dump(manifests: Path, out: Path, parts: tuple[str, ...] = ("train", "te
     ext, source = mfcc_source()
     dump_features(manifests, out, batch_fn_for(ext), "mfcc", 39, source, DUMP_SPEC, parts=parts)
     return out
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_recipe_copy(dst: Path, recipe: str | Path = "librispeech100") -> Path:
+    """A recipe directory (``egs/<recipe>``, or a path) as a user would set one up
+    elsewhere: run.sh, cmd.sh and conf/ copied; utils/, local/ and path.sh linked (as Kaldi's
+    egs link steps/ and utils/)."""
+    src = Path(recipe) if Path(recipe).is_absolute() else REPO_ROOT / "egs" / str(recipe)
+    dst.mkdir()
+    for name in ("run.sh", "cmd.sh"):
+        shutil.copy2(src / name, dst / name)
+    shutil.copytree(src / "conf", dst / "conf")
+    for name in ("local", "utils", "path.sh"):
+        (dst / name).symlink_to((src / name).resolve())
+    return dst
+
+
+def run_recipe(d: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """``./run.sh ARGS`` in the recipe copy ``d``; with ``ok``, asserts it succeeded and
+    shows the ends of its output when not."""
+    r = subprocess.run(
+        ["./run.sh", *args], cwd=d, capture_output=True, text=True, env={**os.environ}
+    )
+    if ok:
+        assert r.returncode == 0, (
+            f"run.sh {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+        )
+    return r

@@ -12,9 +12,6 @@ CI runs these tiny variants (4 speakers, 2 minutes, conf/cpc_tiny.yaml): a few m
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,34 +23,9 @@ from lhotse.utils import compute_num_frames
 from cpc.audio.constants import DUMP_SPEC, PREFIX
 from cpc.features import collect_frames, load_dump
 from cpc.probes import ProbeConfig, ProbeData, majority_chance, standardize, train_probe
-from tests.factories import make_tiny_corpus
+from tests.factories import make_recipe_copy, make_tiny_corpus, run_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "egs/librispeech100"
 TINY = ["--config", "conf/cpc_tiny.yaml", "--mini-speakers", "4", "--mini-minutes", "2"]
-
-
-def make_recipe_copy(dst: Path, recipe: Path = RECIPE) -> Path:
-    """A recipe directory as a user would set one up elsewhere: conf/ and run.sh copied,
-    utils/, local/, path.sh linked (as Kaldi's egs link steps/ and utils/)."""
-    dst.mkdir()
-    for name in ("run.sh", "cmd.sh"):
-        shutil.copy2(recipe / name, dst / name)
-    shutil.copytree(recipe / "conf", dst / "conf")
-    for name in ("local", "utils", "path.sh"):
-        (dst / name).symlink_to((recipe / name).resolve())
-    return dst
-
-
-def run_recipe(d: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        ["./run.sh", *args], cwd=d, capture_output=True, text=True, env={**os.environ}
-    )
-    if ok:
-        assert r.returncode == 0, (
-            f"run.sh {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-        )
-    return r
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

