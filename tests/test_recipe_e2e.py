@@ -40,8 +40,12 @@ def phone_labels(cut, n):
     return cut.load_custom("phone_labels")
 
 
-# Stage 1 by forced alignment, and small budgets for the aligner and the downstream ASR.
-ALIGN = ["--align", "true", "--align-iterations", "2", "--asr-epochs", "2"]
+# Stage 1 by forced alignment, and small budgets for the aligner, the probes and the
+# downstream ASR.
+ALIGN = [
+    *["--align", "true", "--align-iterations", "2", "--asr-epochs", "2"],
+    *["--probe-min-steps", "1000"],
+]
 
 
 @pytest.mark.slow

@@ -44,6 +44,7 @@ rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (e
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
+probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
 asr_epochs=5            # stage 6: ASR training epochs (same for every feature set)
 abx_max_triplets=20000  # stage 7: ABX triplets per mode (within / across speaker) at most
@@ -173,20 +174,20 @@ fi
 
 # ---- stage 4: phone probes ----
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
-    "seed=$seed feats=$(stage_sig $exp_marks/stage3.done)"; then
+    "seed=$seed min_steps=$probe_min_steps feats=$(stage_sig $exp_marks/stage3.done)"; then
   for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
-      --output-dir $exp/probe_phone/$feat --seed "$seed"
+      --output-dir $exp/probe_phone/$feat --seed "$seed" --min-steps "$probe_min_steps"
   done
   end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi
 
 # ---- stage 5: speaker probes + results ----
 if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
-    "seed=$seed protocol=$speaker_protocol holdout_chapters=$holdout_chapters feats=$(stage_sig $exp_marks/stage3.done) phone=$(stage_sig $exp_marks/stage4.done)"; then
+    "seed=$seed min_steps=$probe_min_steps protocol=$speaker_protocol holdout_chapters=$holdout_chapters feats=$(stage_sig $exp_marks/stage3.done) phone=$(stage_sig $exp_marks/stage4.done)"; then
   for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py speaker --feature-dir data/$feat \
-      --output-dir $exp/probe_speaker/$feat --seed "$seed" \
+      --output-dir $exp/probe_speaker/$feat --seed "$seed" --min-steps "$probe_min_steps" \
       --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
   done
   python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag"

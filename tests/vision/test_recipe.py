@@ -6,8 +6,6 @@ About 2-4 minutes on 2 busy cores (most of it Python start-up of the stages' scr
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,14 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.factories import make_recipe_copy
+from tests.factories import make_recipe_copy, run_recipe
 from tests.needs import require
-
-
-def run(d: Path, *args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(["./run.sh", *args], cwd=d, capture_output=True, text=True, env=os.environ)
-    assert r.returncode == 0, f"run.sh {' '.join(args)} failed:\n{r.stderr[-6000:]}"
-    return r
 
 
 @pytest.mark.slow
@@ -30,7 +22,7 @@ def test_tiny_recipe_end_to_end_and_rerun_skips(tmp_path: Path) -> None:
     share = Path(sys.prefix) / "share" / "fashion-mnist"
     require((share / "train-images-idx3-ubyte.gz").is_file(), f"Fashion-MNIST in {share}")
     d = make_recipe_copy(tmp_path / "imagenet", "imagenet")
-    run(d, "--config", "conf/cpc_tiny.yaml")
+    run_recipe(d, "--config", "conf/cpc_tiny.yaml")
     m = d / "data/manifests"
     assert len((m / "train.tsv").read_text().splitlines()) == 1 + 400
     assert len((m / "val.tsv").read_text().splitlines()) == 1 + 100
@@ -68,7 +60,7 @@ def test_tiny_recipe_end_to_end_and_rerun_skips(tmp_path: Path) -> None:
         assert (exp / fig).is_file()
 
     before = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file()}
-    r = run(d, "--config", "conf/cpc_tiny.yaml")
+    r = run_recipe(d, "--config", "conf/cpc_tiny.yaml")
     for n in range(5):
         assert f"stage {n} (" in r.stderr and "already done with the same options" in r.stderr
     assert r.stderr.count("already done with the same options") == 5
