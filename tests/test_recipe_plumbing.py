@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -175,3 +176,16 @@ def test_recipe_help_documents_all_options() -> None:
         assert f"--{name.replace('_', '-')} " in r.stdout, name
     for n in range(6):
         assert f"  {n}  " in r.stdout
+
+
+def test_default_tag_names_config_seed_and_overrides() -> None:
+    def tag(*args: str) -> str:
+        cmd = f". {ROOT}/utils/stage.sh; default_tag " + " ".join(f"'{a}'" for a in args)
+        return subprocess.run(
+            ["bash", "-c", cmd], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert tag("conf/cpc_small.yaml", "42", "42", "") == "cpc_small"
+    assert tag("conf/cpc_small.yaml", "7", "42", "") == "cpc_small_seed7"
+    h = hashlib.md5(b"optim.lr=1e-3").hexdigest()[:6]
+    assert tag("conf/x.yaml", "7", "42", "optim.lr=1e-3") == f"x_seed7_{h}"

@@ -116,3 +116,19 @@ train_exp() {
   fi
   $train_cmd "$exp/log/train.log" "${launch[@]}" "$CPC_ROOT/local/train.py" "$@"
 }
+
+# default_tag CONFIG SEED DEFAULT_SEED OVERRIDES
+#   The experiment name (exp/<tag>) when --tag is not given: the config file's name, plus
+#   _seed<SEED> when SEED is not DEFAULT_SEED, plus a hash of OVERRIDES when there are any.
+default_tag() {
+  local t
+  t=$(basename "$1" .yaml)
+  if [ "$2" != "$3" ]; then t=${t}_seed$2; fi
+  if [ -n "$4" ]; then t=${t}_$(printf '%s' "$4" | md5sum | cut -c1-6); fi
+  echo "$t"
+}
+
+# gpus_or_one: the number of visible GPUs, or 1 without any (torchrun's --nproc-per-node).
+gpus_or_one() {
+  python -c 'import torch; print(max(torch.cuda.device_count(), 1))'
+}

@@ -77,14 +77,8 @@ if [ ! -f "$config" ]; then
   exit 1
 fi
 config_md5=$(md5sum <"$config" | cut -c1-12)
-if [ -z "$tag" ]; then
-  tag=$(basename "$config" .yaml)
-  [ "$seed" != "$_seed_default" ] && tag=${tag}_seed$seed
-  [ -n "$overrides" ] && tag=${tag}_$(printf '%s' "$overrides" | md5sum | cut -c1-6)
-fi
-if [ -z "$nproc_per_node" ]; then
-  nproc_per_node=$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')
-fi
+[ -z "$tag" ] && tag=$(default_tag "$config" "$seed" "$_seed_default" "$overrides")
+[ -z "$nproc_per_node" ] && nproc_per_node=$(gpus_or_one)
 exp=exp/$tag
 data_marks=$data/.stages
 exp_marks=$exp/.stages

@@ -82,14 +82,8 @@ if [ -n "$checkpoint" ]; then
   ckpt_sig="$(md5sum <"$checkpoint" | cut -c1-12) args=${cpc_audio_args// /,}"
   [ -z "$tag" ] && tag=ext_$(basename "$checkpoint" .pt)_$(printf '%s' "$ckpt_sig" | md5sum | cut -c1-6)
 fi
-if [ -z "$tag" ]; then
-  tag=$(basename "$config" .yaml)
-  [ "$seed" != "$_seed_default" ] && tag=${tag}_seed$seed
-  [ -n "$overrides" ] && tag=${tag}_$(printf '%s' "$overrides" | md5sum | cut -c1-6)
-fi
-if [ -z "$nproc_per_node" ]; then
-  nproc_per_node=$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')
-fi
+[ -z "$tag" ] && tag=$(default_tag "$config" "$seed" "$_seed_default" "$overrides")
+[ -z "$nproc_per_node" ] && nproc_per_node=$(gpus_or_one)
 exp=exp/$tag
 manifests=data/manifests
 data_marks=data/.stages
