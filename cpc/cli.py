@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -17,3 +21,13 @@ def str2bool(v: str) -> bool:
     if s in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:
+    """An instance of the dataclass ``cls`` whose fields take the values of the parsed
+    options of the same name (``--max-frames`` -> ``max_frames``); fields without such an
+    option keep their defaults, ``extra`` sets others."""
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
+    return cls(**{**given, **extra})

@@ -46,3 +46,20 @@ def test_unwritable_destination_is_named(tmp_path: Path) -> None:
     with pytest.raises(PermissionError) as e:
         write_json_atomic(blocker / "sub" / "x.json", {"a": 1})
     assert "file" in str(e.value)
+
+
+def test_dataclass_from_args_takes_the_options_of_the_same_name() -> None:
+    import argparse
+    from dataclasses import dataclass
+
+    from cpc.cli import dataclass_from_args
+
+    @dataclass
+    class Cfg:
+        max_frames: int = 5
+        seed: int = 0
+        beam: int = 8
+
+    args = argparse.Namespace(max_frames=9, seed=3, output_dir="x")
+    assert dataclass_from_args(Cfg, args) == Cfg(max_frames=9, seed=3, beam=8)
+    assert dataclass_from_args(Cfg, args, beam=2) == Cfg(max_frames=9, seed=3, beam=2)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from cpc.audio.abx import AbxConfig, abx_scores
 from cpc.audio.asr import AsrError, load_asr_cuts
 from cpc.audio.constants import LABEL_FIELD
-from cpc.cli import HelpFormatter
+from cpc.cli import HelpFormatter, dataclass_from_args
 from cpc.features import FeatureDumpError
 from cpc.io import write_json_atomic, write_text_atomic
 from cpc.log import setup_logging
@@ -57,12 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     torch.set_num_threads(args.num_threads)
-    cfg = AbxConfig(
-        max_frames=args.max_frames,
-        max_per_cell=args.max_per_cell,
-        max_triplets=args.max_triplets,
-        seed=args.seed,
-    )
+    cfg = dataclass_from_args(AbxConfig, args)
     results = {}
     try:
         for d in args.feature_dir:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from cpc.audio.asr import AsrConfig, AsrError, results_table, run_asr
-from cpc.cli import HelpFormatter
+from cpc.cli import HelpFormatter, dataclass_from_args
 from cpc.features import FeatureDumpError
 from cpc.io import write_json_atomic, write_text_atomic
 from cpc.log import setup_logging
@@ -60,15 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     torch.set_num_threads(args.num_threads)
-    cfg = AsrConfig(
-        hidden=args.hidden,
-        layers=args.layers,
-        epochs=args.epochs,
-        lr=args.lr,
-        max_duration=args.max_duration,
-        beam=args.beam,
-        seed=args.seed,
-    )
+    cfg = dataclass_from_args(AsrConfig, args)
     out = Path(args.output_dir)
     results = {}
     try:
