@@ -31,3 +31,14 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, **extra: Any) ->
         f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
     }
     return cls(**{**given, **extra})
+
+
+def positive_int(v: str) -> int:
+    """An ``int`` option that must be >= 1 (argparse ``type=``)."""
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {n}")
+    return n

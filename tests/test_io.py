@@ -63,3 +63,16 @@ def test_dataclass_from_args_takes_the_options_of_the_same_name() -> None:
     args = argparse.Namespace(max_frames=9, seed=3, output_dir="x")
     assert dataclass_from_args(Cfg, args) == Cfg(max_frames=9, seed=3, beam=8)
     assert dataclass_from_args(Cfg, args, beam=2) == Cfg(max_frames=9, seed=3, beam=2)
+
+
+def test_positive_int_refuses_zero_and_words() -> None:
+    import argparse
+
+    import pytest
+
+    from cpc.cli import positive_int
+
+    assert positive_int("3") == 3
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="integer >= 1"):
+            positive_int(bad)

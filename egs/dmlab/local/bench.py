@@ -22,15 +22,15 @@ import time
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from cpc.cli import HelpFormatter
+    from cpc.cli import HelpFormatter, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", required=True, help="training config (domain: rl)")
     p.add_argument("--override", nargs="*", default=[], help="config overrides key=value")
     p.add_argument("--out", required=True, help="JSON output")
-    p.add_argument("--env-steps", type=int, default=2000, help="random steps to time")
-    p.add_argument("--learner-updates", type=int, default=10, help="timed learner updates")
-    p.add_argument("--updates", type=int, default=10, help="timed end-to-end updates")
+    p.add_argument("--env-steps", type=positive_int, default=2000, help="random steps to time")
+    p.add_argument("--learner-updates", type=positive_int, default=10, help="timed learner updates")
+    p.add_argument("--updates", type=positive_int, default=10, help="timed end-to-end updates")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     return p
 

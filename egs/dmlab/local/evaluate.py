@@ -24,15 +24,17 @@ from pathlib import Path
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from cpc.cli import HelpFormatter, str2bool
+    from cpc.cli import HelpFormatter, positive_int, str2bool
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", required=True, help="training config (the random policy's env)")
     p.add_argument("--override", nargs="*", default=[], help="config overrides key=value")
     p.add_argument("--checkpoints", nargs="*", default=[], help="name=path/to/best.pt pairs")
     p.add_argument("--out-dir", required=True, help="where <name>.json and random.json go")
-    p.add_argument("--episodes", type=int, default=50, help="episodes per policy")
-    p.add_argument("--num-envs", type=int, default=8, help="environments played in parallel")
+    p.add_argument("--episodes", type=positive_int, default=50, help="episodes per policy")
+    p.add_argument(
+        "--num-envs", type=positive_int, default=8, help="environments played in parallel"
+    )
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (same for all policies)")
     p.add_argument("--random", type=str2bool, default=True, help="also evaluate a random policy")
     return p
