@@ -154,6 +154,30 @@ def test_stage_range(recipe: Path) -> None:
     assert runs(recipe) == ["ran1"]
 
 
+def test_non_integer_stage_is_refused_before_anything_runs(recipe: Path) -> None:
+    for args in (["--stage", "abc"], ["--stop-stage", "1x"], ["--nj=2.5"]):
+        r = run(recipe, *args)
+        assert r.returncode == 1
+        assert f"option {args[0].split('=')[0]} takes an integer, got" in r.stderr
+        assert r.stdout == ""
+    assert runs(recipe) == []
+    assert run(recipe, "--stage", "-1").returncode == 0  # negative stages are integers too
+
+
+def test_a_range_without_any_stage_fails_and_says_so(recipe: Path) -> None:
+    for args in (["--stage", "9"], ["--stage", "1", "--stop-stage", "0"]):
+        r = run(recipe, *args)
+        assert r.returncode == 1
+        assert "no stage of this recipe lies in --stage" in r.stderr
+    assert runs(recipe) == []
+    # a range holding only finished stages is not an error: they are skipped
+    assert run(recipe).returncode == 0
+    r = run(recipe, "--stage", "1")
+    assert r.returncode == 0 and "already done" in r.stderr
+    # a failing stage keeps its own exit status
+    assert run(recipe, "--name", "z", env={"FAIL1": "1"}).returncode == 3
+
+
 def test_log_has_timestamp_and_elapsed(recipe: Path) -> None:
     r = run(recipe)
     first = r.stderr.splitlines()[0]

@@ -10,7 +10,8 @@
 # An option that was not declared is refused. A variable's documentation is the comment
 # on its declaration line: `--help` prints every option, its default and that comment, and
 # the script's header block (lines starting with "# " before the first blank line after
-# the shebang), which lists the stages. Boolean options take `true`/`false`.
+# the shebang), which lists the stages. Boolean options take `true`/`false`; options whose
+# default is an integer take integers.
 # Non-option arguments are left in "$@".
 
 _po_script=${BASH_SOURCE[1]:-$0}
@@ -52,6 +53,10 @@ while [ $# -gt 0 ]; do
     if [ "$_po_val" != true ] && [ "$_po_val" != false ]; then
       echo "$0: option $_po_name takes true or false, got '$_po_val'" >&2; exit 1
     fi
+  fi
+  # Integers stay integers (stages, sizes, seeds): `--stage abc` is refused here, not later.
+  if [[ ${!_po_var} =~ ^-?[0-9]+$ ]] && ! [[ $_po_val =~ ^-?[0-9]+$ ]]; then
+    echo "$0: option $_po_name takes an integer, got '$_po_val'" >&2; exit 1
   fi
   printf -v "$_po_var" '%s' "$_po_val"
 done

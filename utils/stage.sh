@@ -27,12 +27,30 @@ log() {
 }
 
 _stage_num="" _stage_marker="" _stage_opts="" _stage_t0=0 _stage_what=""
+_stage_called="" _stage_in_range=""
+
+# A run whose --stage/--stop-stage range holds none of the recipe's stages did nothing:
+# say so and fail, rather than exit 0 silently (e.g. `--stage 9` in a recipe with stages 0-5,
+# or --stage after --stop-stage). Installed as an EXIT trap by the first begin_stage call.
+_stage_check_range() {
+  local rc=$?
+  if [ $rc -eq 0 ] && [ -z "$_stage_in_range" ]; then
+    log "no stage of this recipe lies in --stage ${stage:-0} .. --stop-stage ${stop_stage:-999}: nothing was run (see --help for the stages)"
+    exit 1
+  fi
+  exit $rc
+}
 
 begin_stage() {
   local n=$1 what=$2 marker=$3 opts=$4
+  if [ -z "$_stage_called" ]; then
+    _stage_called=1
+    trap _stage_check_range EXIT
+  fi
   if [ "$n" -lt "${stage:-0}" ] || [ "$n" -gt "${stop_stage:-999}" ]; then
     return 1
   fi
+  _stage_in_range=1
   if [ -f "$marker" ] && [ "$(head -n 1 "$marker")" = "$opts" ]; then
     local files recorded
     files=$(sed -n 's/^outputs //p' "$marker")
