@@ -94,10 +94,19 @@ class ResNetV2Encoder(nn.Module):
         return self.post(self.stacks(self.stem(x))).mean(dim=(2, 3))
 
 
-def encode_grid(encoder: nn.Module, patches: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W, C, P, P)`` patches -> ``(B, D, H, W)`` grid of patch vectors."""
+def encode_grid(
+    encoder: nn.Module, patches: torch.Tensor, channels_last: bool = False
+) -> torch.Tensor:
+    """``(B, H, W, C, P, P)`` patches -> ``(B, D, H, W)`` grid of patch vectors.
+
+    ``channels_last``: feed the patches in channels-last memory order (the encoder's weights
+    should be converted too, ``encoder.to(memory_format=torch.channels_last)``): the same
+    values, and on CPUs about twice as fast for these small convolutions (oneDNN)."""
     b, h, w = patches.shape[:3]
-    z = encoder(patches.reshape(b * h * w, *patches.shape[3:]))
+    x = patches.reshape(b * h * w, *patches.shape[3:])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    z = encoder(x)
     return z.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 

@@ -30,7 +30,7 @@ skip_bad=false          # stage 0: leave undecodable images out of the manifests
 mini_train_per_class=0  # embedded data: train images per class (0: all 6000)
 mini_val_per_class=0    # embedded data: val images per class (0: all 1000)
 seed=42                 # random seed (training, random-init baseline, probes)
-nj=2                    # parallel jobs for data preparation, data-loading workers for features
+nj=2                    # parallel jobs for data preparation, torch threads for the feature encoders
 config=conf/cpc_small.yaml   # training config (conf/cpc_small.yaml, conf/cpc_tiny.yaml, conf/cpc_paper.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=2e-4 train.max_steps=200"
 supervised_steps=250    # stage 2: training steps of the supervised baseline (0: the config's train.max_steps)
@@ -125,7 +125,7 @@ fi
 feats="cpc_$tag random_$tag pixels supervised_$tag"
 if begin_stage 3 "feature dumps (cpc, random init, pixels, supervised)" $exp_marks/stage3.done \
     "pixel_size=$pixel_size probe_train_images=$probe_train_images seed=$seed config_md5=$config_md5 overrides=${overrides// /,} cpc=$(stage_sig $exp_marks/stage1.done) sup=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage0.done)"; then
-  common=(--manifest-dir $manifests --max-train-images "$probe_train_images" --num-workers "$nj")
+  common=(--manifest-dir $manifests --max-train-images "$probe_train_images" --num-threads "$nj" --num-workers 1)
   python local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
     --output-dir data/feats/cpc_$tag "${common[@]}"
   python local/extract_features.py --feat-type random --config "$config" "${train_opts[@]}" \
