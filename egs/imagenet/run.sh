@@ -33,7 +33,7 @@ seed=42                 # random seed (training, random-init baseline, probes)
 nj=2                    # parallel jobs for data preparation, torch threads for the feature encoders
 config=conf/cpc_small.yaml   # training config (conf/cpc_small.yaml, conf/cpc_tiny.yaml, conf/cpc_paper.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=2e-4 train.max_steps=200"
-supervised_steps=250    # stage 2: training steps of the supervised baseline (0: the config's train.max_steps)
+supervised_steps=0      # stage 2: training steps of the supervised baseline (0: the config's train.max_steps, the same budget as CPC)
 tag=""                  # experiment name under exp/ (empty: config name [+ _seed<N> if not 42] [+ overrides hash])
 restart_exp=false       # stages 1-2: if the exp dir holds checkpoints of other data/config/seed, rename it and train anew
 nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
@@ -44,7 +44,7 @@ pixel_size=28           # stage 3: side of the raw-pixel baseline's images (28: 
 probe_train_images=10000  # stage 3: train images the probes use (a fixed subset; 0: all)
 probe_epochs=136        # stage 4: linear-probe epochs (the paper: 85k updates x 2048 images, about 136 ImageNet epochs)
 probe_batch=256         # stage 4: linear-probe minibatch (the paper: 2048 of 1.28M images)
-tiny=false              # true: conf/cpc_tiny.yaml on a small embedded subset (also implied by --config .../cpc_tiny.yaml): options left at their defaults become 40 train / 10 val images per class, all of them probed, 20 probe epochs, the config's steps for the supervised baseline
+tiny=false              # true: conf/cpc_tiny.yaml on a small embedded subset (also implied by --config .../cpc_tiny.yaml): options left at their defaults become 40 train / 10 val images per class, all of them probed, 20 probe epochs
 
 declare -r _seed_default=$seed
 . utils/parse_options.sh
@@ -59,7 +59,6 @@ if [ "$(basename "$config")" = cpc_tiny.yaml ]; then
   [ "$mini_val_per_class" = 0 ] && mini_val_per_class=10
   [ "$probe_train_images" = 10000 ] && probe_train_images=0
   [ "$probe_epochs" = 136 ] && probe_epochs=20
-  [ "$supervised_steps" = 250 ] && supervised_steps=0
 fi
 if [ ! -f "$config" ]; then
   log "--config $config does not exist (choose one of: $(ls conf/*.yaml | tr '\n' ' '))"
