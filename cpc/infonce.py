@@ -407,6 +407,7 @@ def info_nce_all_pairs(
     strategy: str = "batch",
     groups: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
+    offset: int = 0,
 ) -> dict[str, torch.Tensor]:
     """InfoNCE with every permitted target frame of the batch as a negative ("all pairs").
 
@@ -428,6 +429,11 @@ def info_nce_all_pairs(
         lengths: (B,) valid frames per sequence (default: all T), each >= 1. Frames past a
             length are never candidates; context ``(b, t)`` counts for step k only if
             ``t + k < lengths[b]``.
+        offset: with ``targets`` of more sequences than ``predictions`` (``(B', T, D)``,
+            ``B' > B``; e.g. the targets of every process, gathered), the predictions are
+            those of sequences ``offset .. offset + B - 1`` of ``targets``, and every
+            sequence of ``targets`` may supply candidates (``groups`` and ``lengths`` then
+            have ``B'`` entries). Default: ``targets`` has the predictions' ``B`` sequences.
 
     Returns:
         The dict of :func:`info_nce`: ``loss`` (scalar: mean over k of the per-k mean
@@ -445,44 +451,54 @@ def info_nce_all_pairs(
             single sequence in a group). On other devices this is not checked (no sync):
             such a context has the positive as its only candidate (loss 0, correct).
     """
-    b, t, k, d = _check_shapes(predictions, targets)
+    bt = targets.shape[0]
+    if not 0 <= offset <= bt - predictions.shape[0]:
+        raise ValueError(
+            f"offset {offset}: the {predictions.shape[0]} sequences of predictions must lie "
+            f"within the {bt} of targets"
+        )
+    b, t, k, d = _check_shapes(predictions, targets[offset : offset + predictions.shape[0]])
     dev = targets.device
     if groups is not None:
         groups = groups.to(dev)
-    cand = _candidates(strategy, groups, b, dev)  # (B, B)
+    own = torch.arange(offset, offset + b, device=dev)  # each context's sequence in targets
+    cand = _candidates(strategy, groups, bt, dev)[own]  # (B, B')
     if dev.type == "cpu":
-        _raise_if_empty(strategy, cand, groups, b)
+        local_groups = None if groups is None else groups[own]
+        _raise_if_empty(strategy, cand, local_groups, b)
     frames = torch.arange(t, device=dev)
     if lengths is None:
-        seq_len = torch.full((b,), t, device=dev)
-        valid = torch.ones(b, t, dtype=torch.bool, device=dev)
+        seq_len = torch.full((bt,), t, device=dev)
+        valid = torch.ones(bt, t, dtype=torch.bool, device=dev)
     else:
         seq_len = lengths.to(dev).long()
-        valid = frames.view(1, t) < seq_len.view(b, 1)
-    # Columns that context rows of sequence i may score: (B, B * T), tiny.
-    col_ok = (cand.view(b, b, 1) & valid.view(1, b, t)).view(b, 1, 1, b * t)
+        valid = frames.view(1, t) < seq_len.view(bt, 1)
+    # Columns that context rows of sequence i may score: (B, B' * T), tiny.
+    col_ok = (cand.view(b, bt, 1) & valid.view(1, bt, t)).view(b, 1, 1, bt * t)
 
     # One matmul: every prediction W_k c_t against every target frame of the batch.
-    scores = predictions.reshape(b * t * k, d) @ targets.reshape(b * t, d).T
-    scores = scores.view(b, t, k, b * t).float()
+    scores = predictions.reshape(b * t * k, d) @ targets.reshape(bt * t, d).T
+    scores = scores.view(b, t, k, bt * t).float()
     # Column of the positive z[b, t + k]; past the end (context not counted) any frame of
     # sequence b does, so that every row has a finite candidate and no NaN can appear.
     pos_frame = (frames.view(t, 1) + torch.arange(1, k + 1, device=dev).view(1, k)).clamp_max(t - 1)
-    pos_col = (torch.arange(b, device=dev).view(b, 1, 1) * t + pos_frame).unsqueeze(-1)
+    pos_col = (own.view(b, 1, 1) * t + pos_frame).unsqueeze(-1)
     pos_score = scores.gather(-1, pos_col)  # (B, T, K, 1)
     logits = scores.masked_fill(~col_ok, float("-inf"))
     logits.scatter_(-1, pos_col, pos_score)  # the positive is always a candidate
     nll = torch.logsumexp(logits, dim=-1) - pos_score.squeeze(-1)  # (B, T, K)
     correct = (pos_score.squeeze(-1) >= logits.amax(dim=-1)).float()
 
-    mask = _context_mask(b, t, k, lengths, dev).float()
+    local_lengths = None if lengths is None else seq_len[own]
+    mask = _context_mask(b, t, k, local_lengths, dev).float()
     count = mask.sum(dim=(0, 1)).clamp_min(1.0)
     loss_per_k = (nll * mask).sum(dim=(0, 1)) / count
     accuracy = (correct * mask).sum(dim=(0, 1)) / count
     loss = loss_per_k.mean()
     # Candidates per context of sequence i: the valid frames of its candidate sequences,
     # plus the positive when its own sequence is not among them. Depends on i only.
-    n_cand = (cand.float() * seq_len.float().view(1, b)).sum(1) + (~cand.diagonal()).float()
+    self_cand = cand[torch.arange(b, device=dev), own]
+    n_cand = (cand.float() * seq_len.float().view(1, bt)).sum(1) + (~self_cand).float()
     counted = mask.sum(dim=1)  # (B, K)
     n_k = (n_cand.view(b, 1) * counted).sum(0) / count
     n_all = (n_cand.view(b, 1) * counted).sum() / counted.sum().clamp_min(1.0)

@@ -395,3 +395,37 @@ def test_all_pairs_without_host_check_gives_positive_only_contexts_loss_0(monkey
     out["loss"].backward()
     assert out["loss"].item() == 0 and (out["accuracy"] == 1).all()
     assert torch.isfinite(pred.grad).all() and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_all_pairs_offset_equals_the_whole_batch_split(strategy, with_lengths):
+    """Predictions of part of the sequences against the targets of all (``offset``: e.g.
+    one process's share of targets gathered from every process): the parts' losses, weighted
+    by their context counts, and their summed gradients equal the whole batch's."""
+    torch.manual_seed(0)
+    b, t, k, d = 8, 6, 2, 3
+    z = torch.randn(b, t, d, requires_grad=True)
+    pred = torch.randn(b, t, k, d, requires_grad=True)
+    lengths = torch.tensor([6, 3, 6, 5, 6, 1, 6, 2]) if with_lengths else None
+    whole = info_nce_all_pairs(pred, z, strategy, GROUPS, lengths)
+    whole["loss"].backward()
+    ref_grads = (pred.grad.clone(), z.grad.clone())
+    pred.grad = z.grad = None
+    lens = lengths if lengths is not None else torch.full((b,), t)
+    steps = torch.arange(1, k + 1)
+    counts = ((torch.arange(t).view(1, t, 1) + steps) < lens.view(b, 1, 1)).sum(1).float()
+    total = counts.sum(0)  # (K,) contexts counted per k in the whole batch
+    combined = torch.zeros(k)
+    for a, e in ((0, 3), (3, 8)):  # unequal parts
+        part = info_nce_all_pairs(pred[a:e], z, strategy, GROUPS, lengths, offset=a)
+        share = counts[a:e].sum(0)
+        combined = combined + part["loss_per_k"] * share / total
+        if not with_lengths:  # every k counts (e - a) / b of the contexts
+            (part["loss"] * (e - a) / b).backward()
+    torch.testing.assert_close(combined, whole["loss_per_k"], rtol=1e-5, atol=1e-6)
+    if not with_lengths:
+        torch.testing.assert_close(pred.grad, ref_grads[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(z.grad, ref_grads[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="offset 6"):
+        info_nce_all_pairs(pred[:3], z, strategy, GROUPS, lengths, offset=6)

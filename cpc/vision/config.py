@@ -44,6 +44,10 @@ class VisionModelConfig:
     context_kernel: int = 3  # each layer sees this many rows (current + above) and columns
     prediction_steps: int = 5  # K: rows predicted below each patch
     negatives: str = "batch"  # all-pairs InfoNCE over every patch of the batch (cpc.infonce)
+    # training with several processes: also score against the patches of the other processes'
+    # micro-batches (gathered; gradients reach every process's own patches); validation and
+    # one process: the process's own batch
+    negatives_across_ranks: bool = False
     objective: Literal["cpc", "supervised"] = "cpc"  # supervised: encoder + linear classifier
     num_classes: int = 0  # supervised: number of classes (run.sh sets it from the manifest)
 

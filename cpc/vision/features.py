@@ -48,19 +48,21 @@ def encode_split(
     manifest: Manifest,
     indices: np.ndarray,
     cfg: VisionDataConfig,
-    batch_size: int = 64,
+    batch_size: int = 128,
     num_workers: int = 1,
     desc: str = "",
 ) -> np.ndarray:
-    """Mean-pooled encoder features ``(len(indices), D)`` of the evaluation views."""
+    """Mean-pooled encoder features ``(len(indices), D)`` of the evaluation views (no
+    augmentation, whole patches), in inference mode with channels-last convolutions."""
     from cpc.vision.data import eval_loader
     from cpc.vision.model import encode_grid
 
-    encoder.eval()
+    encoder.eval().to(memory_format=torch.channels_last)
     out = []
     loader = eval_loader(manifest, indices, cfg, batch_size, num_workers)
     for batch, _ in tqdm(loader, desc=desc, unit="batch", mininterval=5):
-        out.append(encode_grid(encoder, batch["patches"]).mean(dim=(2, 3)).numpy())
+        z = encode_grid(encoder, batch["patches"], channels_last=True)
+        out.append(z.mean(dim=(2, 3)).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -108,7 +110,7 @@ def dump_features(
     pixel_size: int = 28,
     max_train_images: int = 0,
     num_workers: int = 1,
-    batch_size: int = 64,
+    batch_size: int = 128,
 ) -> dict[str, Any]:
     """Write the dump (module docstring); returns its info.json."""
     if feat_type not in FEATURE_TYPES:

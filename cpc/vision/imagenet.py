@@ -93,8 +93,14 @@ def _devkit_labels(val_files: list[Path], devkit: Path, wnids: list[str]) -> lis
                 "holding data/meta.mat and data/ILSVRC2012_validation_ground_truth.txt), or "
                 "val/ arranged in per-class folders"
             )
-    synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
-    id_to_wnid = {int(s[0]): str(s[1]) for s in synsets}
+    try:
+        synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
+        id_to_wnid = {int(s[0]): str(s[1]) for s in synsets}
+    except Exception as e:  # noqa: BLE001 - scipy raises several types for a bad file
+        raise ImageDataError(
+            f"{meta}: not a readable devkit meta.mat with a 'synsets' table "
+            f"({type(e).__name__}: {e}); restore it from ILSVRC2012_devkit_t12.tar.gz"
+        ) from e
     ids = [int(x) for x in gt.read_text().split()]
     if len(ids) != len(val_files):
         raise ImageDataError(

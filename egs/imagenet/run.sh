@@ -30,10 +30,10 @@ skip_bad=false          # stage 0: leave undecodable images out of the manifests
 mini_train_per_class=0  # embedded data: train images per class (0: all 6000)
 mini_val_per_class=0    # embedded data: val images per class (0: all 1000)
 seed=42                 # random seed (training, random-init baseline, probes)
-nj=2                    # parallel jobs for data preparation, data-loading workers for features
+nj=2                    # parallel jobs for data preparation, torch threads for the feature encoders
 config=conf/cpc_small.yaml   # training config (conf/cpc_small.yaml, conf/cpc_tiny.yaml, conf/cpc_paper.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=2e-4 train.max_steps=200"
-supervised_steps=250    # stage 2: training steps of the supervised baseline (0: the config's train.max_steps)
+supervised_steps=0      # stage 2: training steps of the supervised baseline (0: the config's train.max_steps, the same budget as CPC)
 tag=""                  # experiment name under exp/ (empty: config name [+ _seed<N> if not 42] [+ overrides hash])
 restart_exp=false       # stages 1-2: if the exp dir holds checkpoints of other data/config/seed, rename it and train anew
 nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
@@ -44,7 +44,7 @@ pixel_size=28           # stage 3: side of the raw-pixel baseline's images (28: 
 probe_train_images=10000  # stage 3: train images the probes use (a fixed subset; 0: all)
 probe_epochs=136        # stage 4: linear-probe epochs (the paper: 85k updates x 2048 images, about 136 ImageNet epochs)
 probe_batch=256         # stage 4: linear-probe minibatch (the paper: 2048 of 1.28M images)
-tiny=false              # true: conf/cpc_tiny.yaml on a small embedded subset (also implied by --config .../cpc_tiny.yaml): options left at their defaults become 40 train / 10 val images per class, all of them probed, 20 probe epochs, the config's steps for the supervised baseline
+tiny=false              # true: conf/cpc_tiny.yaml on a small embedded subset (also implied by --config .../cpc_tiny.yaml): options left at their defaults become 40 train / 10 val images per class, all of them probed, 20 probe epochs
 
 declare -r _seed_default=$seed
 . utils/parse_options.sh
@@ -59,7 +59,6 @@ if [ "$(basename "$config")" = cpc_tiny.yaml ]; then
   [ "$mini_val_per_class" = 0 ] && mini_val_per_class=10
   [ "$probe_train_images" = 10000 ] && probe_train_images=0
   [ "$probe_epochs" = 136 ] && probe_epochs=20
-  [ "$supervised_steps" = 250 ] && supervised_steps=0
 fi
 if [ ! -f "$config" ]; then
   log "--config $config does not exist (choose one of: $(ls conf/*.yaml | tr '\n' ' '))"
@@ -125,7 +124,7 @@ fi
 feats="cpc_$tag random_$tag pixels supervised_$tag"
 if begin_stage 3 "feature dumps (cpc, random init, pixels, supervised)" $exp_marks/stage3.done \
     "pixel_size=$pixel_size probe_train_images=$probe_train_images seed=$seed config_md5=$config_md5 overrides=${overrides// /,} cpc=$(stage_sig $exp_marks/stage1.done) sup=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage0.done)"; then
-  common=(--manifest-dir $manifests --max-train-images "$probe_train_images" --num-workers "$nj")
+  common=(--manifest-dir $manifests --max-train-images "$probe_train_images" --num-threads "$nj" --num-workers 1)
   python local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
     --output-dir data/feats/cpc_$tag "${common[@]}"
   python local/extract_features.py --feat-type random --config "$config" "${train_opts[@]}" \

@@ -86,6 +86,52 @@ def test_flat_val_labelled_by_the_devkit(tmp_path: Path) -> None:
         prepare_manifests(root, tmp_path / "m3")
 
 
+def _local_script(name: str):
+    """A script of egs/imagenet/local as a module (its main() called in this process)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "egs/imagenet/local" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"imagenet_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("content", [b"", b"MATLAB 5.0 MAT-file, truncated\x00\x01"])
+def test_corrupt_devkit_meta_mat_is_one_clear_line(
+    tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture
+) -> None:
+    root = make_tree(tmp_path / "in", flat_val=True)
+    devkit = tmp_path / "devkit"
+    (devkit / "data").mkdir(parents=True)
+    (devkit / "data/meta.mat").write_bytes(content)
+    (devkit / "data/ILSVRC2012_validation_ground_truth.txt").write_text("1\n" * 6)
+    with pytest.raises(ImageDataError, match=r"meta\.mat: not a readable devkit meta\.mat"):
+        prepare_manifests(root, tmp_path / "m", devkit_dir=devkit)
+    cli = _local_script("prepare_manifests")
+    argv = ["--data-dir", str(root), "--output-dir", str(tmp_path / "m"), "--devkit-dir"]
+    assert cli.main([*argv, str(devkit)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"{devkit / 'data/meta.mat'}: not a readable" in err[0]
+    assert "ILSVRC2012_devkit_t12.tar.gz" in err[0]
+
+
+def test_bench_data_names_a_missing_manifest_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bench = _local_script("bench_data")
+    conf = Path(__file__).resolve().parents[2] / "egs/imagenet/conf/cpc_tiny.yaml"
+    missing = tmp_path / "no_such_dir"
+    assert bench.main(["--manifest-dir", str(missing), "--config", str(conf)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--manifest-dir {missing} does not exist; run stage 0" in err[0]
+    (tmp_path / "empty").mkdir()
+    assert bench.main(["--manifest-dir", str(tmp_path / "empty"), "--config", str(conf)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.tsv does not exist; run stage 0" in err[0]
+
+
 def test_corrupted_jpeg_is_named_and_never_silently_skipped(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "in")
     bad = root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG"

@@ -96,3 +96,20 @@ def test_supervised_model_shapes() -> None:
     out = model({"patches": torch.randn(4, 7, 7, 1, 8, 8), "label": torch.tensor([0, 1, 2, 3])})
     assert out["loss"].shape == () and out["accuracy"].shape == (1,)
     assert abs(float(out["loss"].detach()) - math.log(10)) < 1.0
+
+
+@pytest.mark.parametrize("norm", ["none", "layer"])
+def test_channels_last_encoding_gives_the_same_features(norm: str) -> None:
+    """Feature extraction runs channels-last (faster on CPU): the same features as the
+    default memory order, to float32 rounding."""
+    from cpc.vision.model import encode_grid
+
+    torch.manual_seed(0)
+    model = CPCVision(VisionModelConfig(**{**SMALL, "norm": norm})).eval()
+    patches = torch.randn(3, 5, 5, 1, 8, 8)
+    with torch.inference_mode():
+        ref = encode_grid(model.encoder, patches)
+        model.encoder.to(memory_format=torch.channels_last)
+        fast = encode_grid(model.encoder, patches, channels_last=True)
+    assert fast.shape == ref.shape == (3, 32, 5, 5)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)

@@ -49,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
     torch.set_num_threads(1)
+    from cpc.config import ConfigError
+    from cpc.vision.imagenet import ImageDataError
+
+    try:
+        return bench(args)
+    except (ConfigError, ImageDataError, FileNotFoundError) as e:
+        logging.error(str(e))
+        return 1
+
+
+def bench(args: argparse.Namespace) -> int:
     from cpc.vision.config import load_train_config
     from cpc.vision.data import image_seed
     from cpc.vision.imagenet import read_manifest
@@ -70,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             Image.fromarray(arr).save(paths[-1], quality=90)
         paths = [paths[n % len(paths)] for n in range(args.images)]
     else:
+        if not Path(args.manifest_dir).is_dir():
+            raise FileNotFoundError(
+                f"--manifest-dir {args.manifest_dir} does not exist; run stage 0 first "
+                "(./run.sh --stage 0 --stop-stage 0), or pass --synthetic-jpeg WxH"
+            )
         man = read_manifest(Path(args.manifest_dir) / "train.tsv")
         idx = np.random.default_rng(0).permutation(len(man))[: args.images]
         paths = [man.full_path(int(i)) for i in idx]

@@ -40,9 +40,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-train-images", type=int, default=0, help="train images (fixed subset); 0: all"
     )
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--num-workers", type=int, default=1, help="DataLoader workers")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    p.add_argument(
+        "--num-threads", type=int, default=2, help="torch threads (the encoder's convolutions)"
+    )
     return p
 
 
