@@ -84,7 +84,10 @@ SENTEVAL = ["--senteval-dir", "s", "--output-dir", "o", "--vocab", "v", "--word2
         ),
         (["--tasks", "MR,SST"], "argument --tasks: unknown 'SST'; choose from "),
         (["--folds", "1"], "argument --folds: expected at least 2 folds, got 1"),
-        (["--max-items", "-3"], "argument --max-items: expected an integer >= 1, got -3"),
+        (
+            ["--max-items", "-3"],
+            "argument --max-items: expected an integer >= 0 (0: all), got '-3'",
+        ),
     ],
 )
 def test_senteval_options_are_checked_before_anything_runs(

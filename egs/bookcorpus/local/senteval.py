@@ -69,7 +69,13 @@ def _folds(v: str) -> int:
 
 def _non_negative(v: str) -> int:
     """An argparse ``type``: an integer >= 0."""
-    return 0 if v.strip() == "0" else positive_int(v)
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: all), got {v!r}")
+    return n
 
 
 def get_parser() -> argparse.ArgumentParser:
