@@ -27,6 +27,15 @@ class TextModelConfig:
     vocab_size: int = 20000  # words; the embedding table has vocab_size + 2 rows
     embed_dim: int = 620  # word embeddings
     embed_init: float = 0.1  # word embeddings start uniform in [-embed_init, embed_init]
+    # true: word embeddings start from the word vectors of ``word_vectors`` instead (reduced to
+    # embed_dim by PCA when they are wider), <unk> keeps the uniform start
+    init_from_word_vectors: bool = False
+    # (vocab_size, d) .npy, row i = the word vector of vocabulary word i (stage 2 writes
+    # data/w2v/vocab_vectors.npy; run.sh passes it)
+    word_vectors: str = ""
+    # true: the word embeddings stay as they started (from the word vectors), only the
+    # convolution, the GRU and the predictions train (as InferSent keeps GloVe fixed)
+    freeze_word_embeddings: bool = False
     kernel_size: int = 3  # 1D convolution over the words of a sentence (odd, > 1)
     z_dim: int = 2400  # sentence embedding z (conv channels, ReLU, mean over real tokens)
     context_dim: int = 2400  # GRU over consecutive sentences -> c
@@ -70,6 +79,16 @@ def validate_config(cfg: TextTrainConfig) -> None:
         )
     if m.embed_init <= 0:
         raise ConfigError(f"model.embed_init must be > 0, got {m.embed_init}")
+    if m.init_from_word_vectors and not m.word_vectors:
+        raise ConfigError(
+            "model.init_from_word_vectors is true but model.word_vectors is empty; pass "
+            "model.word_vectors=data/w2v/vocab_vectors.npy (run.sh does this from stage 2)"
+        )
+    if m.freeze_word_embeddings and not m.init_from_word_vectors:
+        raise ConfigError(
+            "model.freeze_word_embeddings keeps the word embeddings as they start, which is "
+            "only useful with model.init_from_word_vectors=true; set both or neither"
+        )
     for name in ("vocab_size", "embed_dim", "z_dim", "context_dim", "prediction_steps"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cpc.domain import Domain, PretrainData
-from cpc.io import Pathlike
+from cpc.io import Pathlike, sha256_file
 from cpc.text.config import TextTrainConfig, load_train_config
 from cpc.text.corpus import CorpusError
 from cpc.text.results import SPEC
@@ -64,7 +64,10 @@ def build_data(cfg: TextTrainConfig, data_dir: Pathlike, env: Any = None) -> Pre
         if len(valid) == 0:
             logging.warning("the validation books give no full batch: no validation loss")
             valid = None
-    return PretrainData(train=train, valid=valid, identity=data_identity(data_dir))
+    identity = data_identity(data_dir)
+    if cfg.model.init_from_word_vectors:  # the initial word embeddings are an input too
+        identity["word_vectors"] = sha256_file(cfg.model.word_vectors)
+    return PretrainData(train=train, valid=valid, identity=identity)
 
 
 DOMAIN = Domain(

@@ -11,13 +11,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cpc.infonce import InfoNCE
 from cpc.text.config import TextModelConfig
-from cpc.text.vocab import PAD, SPECIALS
+from cpc.text.vocab import PAD, SPECIALS, VocabError
+from cpc.text.wordvec import reduce_dim
 
 
 def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -26,6 +30,29 @@ def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = torch.arange(x.shape[1], device=x.device).view(1, -1) < lengths.view(-1, 1)
     total = (x * mask.unsqueeze(-1).to(x.dtype)).sum(1)
     return total / lengths.clamp_min(1).view(-1, 1).to(x.dtype)
+
+
+def load_word_vectors(weight: torch.Tensor, path: str) -> None:
+    """Word ``i``'s row (``i + SPECIALS``) of ``weight`` takes row ``i`` of the ``.npy`` table
+    at ``path`` (stage 2's ``vocab_vectors.npy``), reduced to the embedding width by PCA when
+    wider (when narrower, the remaining columns keep their initial values); rows that are NaN
+    (words without a vector) and the special rows keep their initial values."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"model.word_vectors {p} does not exist; run stage 2 (word vectors) first"
+        )
+    table = np.load(p)
+    rows = weight.shape[0] - SPECIALS
+    if table.ndim != 2 or table.shape[0] != rows:
+        raise VocabError(
+            f"{p} has shape {table.shape} but the vocabulary has {rows} words; re-run stage 2 "
+            "with the current vocabulary"
+        )
+    table = reduce_dim(table, weight.shape[1])
+    ok = ~np.isnan(table).any(1)
+    idx = torch.from_numpy(np.nonzero(ok)[0] + SPECIALS)
+    weight[idx, : table.shape[1]] = torch.from_numpy(table[ok]).to(weight.dtype)
 
 
 class SentenceEncoder(nn.Module):
@@ -38,7 +65,10 @@ class SentenceEncoder(nn.Module):
         # (torch's default N(0, 1) barely changes in a short run)
         nn.init.uniform_(self.embedding.weight, -cfg.embed_init, cfg.embed_init)
         with torch.no_grad():
+            if cfg.init_from_word_vectors:
+                load_word_vectors(self.embedding.weight, cfg.word_vectors)
             self.embedding.weight[PAD].zero_()
+        self.embedding.weight.requires_grad_(not cfg.freeze_word_embeddings)
         self.conv = nn.Conv1d(
             cfg.embed_dim, cfg.z_dim, cfg.kernel_size, padding=cfg.kernel_size // 2
         )

@@ -62,6 +62,30 @@ def load_word2vec(path: Pathlike) -> Any:
     return KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin")
 
 
+def vocab_vectors(words: list[str], wv: Any) -> np.ndarray:
+    """(len(words), d) float32: row i = the vector of ``words[i]``, NaN when ``wv`` lacks it."""
+    out = np.full((len(words), wv.vector_size), np.nan, dtype=np.float32)
+    for i, w in enumerate(words):
+        j = wv.key_to_index.get(w)
+        if j is not None:
+            out[i] = wv.vectors[j]
+    return out
+
+
+def reduce_dim(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """``vectors`` (n, d) with at most ``dim`` columns: unchanged when ``d <= dim``, else
+    projected on their ``dim`` principal directions (centred; NaN rows stay NaN)."""
+    if vectors.shape[1] <= dim:
+        return vectors
+    ok = ~np.isnan(vectors).any(1)
+    x = vectors[ok].astype(np.float64)
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    out = np.full((len(vectors), dim), np.nan, dtype=np.float32)
+    out[ok] = (x - mean) @ vt[:dim].T
+    return out
+
+
 def fit_linear_map(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares ``W`` (d_src, d_dst) and bias ``b`` with ``src @ W + b ~ dst``."""
     if src.shape[0] != dst.shape[0] or src.shape[0] == 0:

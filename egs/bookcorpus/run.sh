@@ -6,7 +6,8 @@
 #   0  books -> tokenised sentences, train/valid split (builds the embedded books and the
 #      MR-like/CR-like tasks first without --corpus-dir / --senteval-dir) -> data/text/
 #   1  vocabulary: the --vocab-size most frequent training words, with counts -> data/lang/
-#   2  word vectors: gensim skip-gram on the training books, or --word2vec PATH -> data/w2v/
+#   2  word vectors: gensim skip-gram on the training books, or --word2vec PATH; their rows
+#      for the vocabulary words (model.init_from_word_vectors) -> data/w2v/
 #   3  CPC pre-training with torchrun (DDP) -> exp/<tag>/
 #   4  SentEval-protocol evaluation: CPC, random-init encoder, mean word vectors, bag of
 #      words -> exp/<tag>/probe_senteval/<features>/results.json
@@ -123,18 +124,19 @@ fi
 if [ -n "$word2vec" ]; then w2v_opts="word2vec=$word2vec word2vec_md5=$(tree_md5 "$word2vec")"
 else w2v_opts="dim=$w2v_dim epochs=$w2v_epochs seed=$seed"; fi
 if begin_stage 2 "word vectors" $data_marks/stage2.done \
-    "$w2v_opts text=$(stage_sig $data_marks/stage0.done)"; then
+    "$w2v_opts text=$(stage_sig $data_marks/stage0.done) vocab=$(stage_sig $data_marks/stage1.done)"; then
   python local/word2vec.py --text $data/text/train.txt --output-dir $data/w2v \
-    --word2vec "$word2vec" --dim "$w2v_dim" --epochs "$w2v_epochs" --seed "$seed"
-  end_stage $data/w2v/vectors.bin
+    --word2vec "$word2vec" --dim "$w2v_dim" --epochs "$w2v_epochs" --seed "$seed" \
+    --vocab $data/lang/vocab.txt
+  end_stage $data/w2v/vectors.bin $data/w2v/vocab_vectors.npy
 fi
 
 # ---- stage 3: CPC pre-training (torchrun, DDP) ----
 if begin_stage 3 "CPC pre-training ($tag)" $exp_marks/stage3.done \
-    "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage0.done) vocab=$(stage_sig $data_marks/stage1.done)"; then
+    "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage0.done) vocab=$(stage_sig $data_marks/stage1.done) w2v=$(stage_sig $data_marks/stage2.done)"; then
   n_words=$(wc -l <$data/lang/vocab.txt)
   train_args=(--config "$config" --exp-dir $exp --data-dir $data --seed "$seed"
-    --override model.vocab_size=$n_words)
+    --override model.vocab_size=$n_words model.word_vectors=$data/w2v/vocab_vectors.npy)
   # shellcheck disable=SC2206
   [ -n "$overrides" ] && train_args+=($overrides)
   train_exp 3 $exp torchrun "${train_args[@]}"

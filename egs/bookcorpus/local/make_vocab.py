@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cpc.cli import HelpFormatter
+from cpc.cli import HelpFormatter, positive_int
 from cpc.io import write_json_atomic
 from cpc.log import setup_logging
 from cpc.text.corpus import read_sentences
@@ -24,13 +24,16 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--text", required=True, help="tokenised training sentences (train.txt)")
     p.add_argument("--output", required=True, help="vocab.txt to write")
-    p.add_argument("--size", type=int, default=20000, help="words kept (most frequent)")
+    p.add_argument("--size", type=positive_int, default=20000, help="words kept (most frequent)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
+    if not Path(args.text).is_file():
+        logging.error(f"--text {args.text} does not exist; run stage 0 (corpus) first")
+        return 1
     counts = count_words(s for b in read_sentences(args.text) for s in b)
     words = top_words(counts, args.size)
     out = Path(args.output)

@@ -25,9 +25,57 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cpc.cli import HelpFormatter
+from cpc.cli import HelpFormatter, positive_int
 from cpc.io import sha256_file, write_json_atomic
 from cpc.log import setup_logging
+
+
+def _choices(allowed: tuple[str, ...]) -> Any:
+    """An argparse ``type``: a comma-separated list of names out of ``allowed``."""
+
+    def parse(v: str) -> list[str]:
+        names = [n for n in v.split(",") if n]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, bad)) or 'empty list'}; choose from "
+                f"{','.join(allowed)}"
+            )
+        return names
+
+    return parse
+
+
+def _c_grid(v: str) -> list[float]:
+    """An argparse ``type``: comma-separated positive numbers."""
+    try:
+        grid = [float(c) for c in v.split(",")]
+    except ValueError:
+        grid = []
+    if not grid or not all(c > 0 for c in grid):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers > 0 (e.g. 0.25,1,4,16), got {v!r}"
+        )
+    return grid
+
+
+def _folds(v: str) -> int:
+    """An argparse ``type``: a number of folds, >= 2."""
+    n = positive_int(v)
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 folds, got {n}")
+    return n
+
+
+def _non_negative(v: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: all), got {v!r}")
+    return n
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -37,6 +85,7 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(
         "--feature-types",
+        type=_choices(FEATURE_TYPES),
         default=",".join(FEATURE_TYPES),
         help=f"comma-separated, of {', '.join(FEATURE_TYPES)}",
     )
@@ -45,30 +94,33 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", required=True, help="data/lang/vocab.txt")
     p.add_argument("--word2vec-dir", required=True, help="stage 2 output (vectors.bin)")
     p.add_argument("--checkpoint", default="", help="best.pt (cpc, random)")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    p.add_argument(
+        "--tasks", type=_choices(TASKS), default=",".join(TASKS), help="comma-separated tasks"
+    )
     p.add_argument(
         "--cpc-feature",
         default="z",
         choices=["z", "c", "zc"],
         help="encoder output used: z (sentence embedding), c (GRU after it), both",
     )
-    p.add_argument("--folds", type=int, default=10, help="outer cross-validation folds")
-    p.add_argument("--inner-folds", type=int, default=5, help="inner folds choosing C")
+    p.add_argument("--folds", type=_folds, default=10, help="outer cross-validation folds")
+    p.add_argument("--inner-folds", type=_folds, default=5, help="inner folds choosing C")
     p.add_argument(
         "--c-grid",
+        type=_c_grid,
         default="0.25,1,4,16",
         help="inverse regularisation strengths tried by the inner CV",
     )
     p.add_argument(
         "--max-items",
-        type=int,
+        type=_non_negative,
         default=0,
         help="per task at most N items (0: all; for tiny test runs)",
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the folds and the fits")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads for encoding")
+    p.add_argument("--num-threads", type=positive_int, default=1, help="torch threads for encoding")
     p.add_argument(
-        "--num-jobs", type=int, default=2, help="outer folds fitted in parallel processes"
+        "--num-jobs", type=positive_int, default=2, help="outer folds fitted in parallel processes"
     )
     return p
 
@@ -93,6 +145,13 @@ def _features(args: argparse.Namespace, ftype: str) -> tuple[Any, Any]:
         return (lambda s: F.bag_of_words(vocab, s)), None
     state = load_checkpoint(args.checkpoint)
     cfg = from_dict(TextTrainConfig, state["config"], str(args.checkpoint))
+    if cfg.model.init_from_word_vectors:
+        recorded = state["identity"]["data"].get("word_vectors")
+        if recorded != sha256_file(cfg.model.word_vectors):
+            raise ValueError(
+                f"{cfg.model.word_vectors} is not the word-vector table {args.checkpoint} "
+                "started from (the random-init row needs the same one); re-run stages 2-3"
+            )
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)  # the same initial weights as training started from
     if ftype == "cpc":
@@ -101,12 +160,22 @@ def _features(args: argparse.Namespace, ftype: str) -> tuple[Any, Any]:
     return (lambda s: F.encoder_features(model, exp, s, args.cpc_feature)), exp
 
 
+def _plain(v: Any) -> Any:
+    """Option values as the command line gave them (lists back to comma-separated text, so
+    signatures written before these options were parsed stay equal)."""
+    return (
+        ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+        if isinstance(v, list)
+        else v
+    )
+
+
 def _signature(args: argparse.Namespace, ftype: str) -> dict[str, Any]:
     inputs = [args.vocab, str(Path(args.word2vec_dir) / "vectors.bin")]
     if ftype in ("cpc", "random"):
         inputs.append(args.checkpoint)
     skip = ("output_dir", "num_threads", "num_jobs", "feature_types")
-    opts = {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+    opts = {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in skip}
     opts["feature_type"] = ftype
     return {"options": opts, "inputs": {p: sha256_file(p) for p in inputs}}
 
@@ -120,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     from cpc.text.senteval import NOT_AVAILABLE, SentEvalError, evaluate, read_task
 
     torch.set_num_threads(max(1, args.num_threads))
-    grid = [float(c) for c in args.c_grid.split(",")]
+    grid = args.c_grid
     root = Path(args.senteval_dir)
     todo = {}
     try:
-        for ftype in args.feature_types.split(","):
+        for ftype in args.feature_types:
             sig = _signature(args, ftype)
             old = read_results(Path(args.output_dir) / ftype)
             if old is not None and old.get("signature") == sig:
@@ -134,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             return 0
         tasks = {}
-        for task in args.tasks.split(","):
+        for task in args.tasks:
             t0 = time.time()
             tasks[task] = read_task(root, task, args.max_items)
             if tasks[task] is None:
