@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from cpc.probes import (
     ProbeConfig,
     ProbeData,
     holdout_group_split,
+    holdout_rows,
     majority_chance,
     pool_windows,
     probe_lr_factor,
@@ -90,6 +92,50 @@ def test_linear_probe_agrees_with_sklearn_logistic_regression() -> None:
     assert r.final_loss == pytest.approx(
         -np.log(ref.predict_proba(x)[np.arange(len(y)), y]).mean(), abs=1e-3
     )
+
+
+def test_plateau_schedule_stops_early_at_the_logistic_regression_optimum() -> None:
+    """schedule="plateau": the rate decays when the loss on held-out TRAINING rows stops
+    improving and training stops after max_decays; on many rows it needs far fewer updates
+    than the epoch cap and still lands on scikit-learn's optimum."""
+    from sklearn.linear_model import LogisticRegression
+
+    xa, ya = blobs(10000, 4, 5, sep=1.2, seed=3)
+    x, y, xt, yt = xa[:8000], ya[:8000], xa[8000:], ya[8000:]
+    tr, te = ProbeData.from_numpy(x, y), ProbeData.from_numpy(xt, yt)
+    cfg = ProbeConfig(
+        epochs=40, batch_size=128, lr=1e-2, seed=0, schedule="plateau", check_every=20
+    )
+    r = train_probe(tr, te, 4, cfg)
+    per_epoch = math.ceil(7600 / 128)  # 5% of the rows are held out
+    assert 0 < r.updates < 40 * per_epoch / 2 and r.epochs == math.ceil(r.updates / per_epoch)
+    ref = LogisticRegression(C=np.inf, max_iter=5000, tol=1e-10).fit(x, y)
+    assert r.accuracy == pytest.approx(float((ref.predict(xt) == yt).mean()), abs=3 / 2000)
+    again = train_probe(tr, te, 4, cfg)
+    assert again.accuracy == r.accuracy and again.updates == r.updates  # seeded
+    assert r.to_dict()["updates"] == r.updates
+    # the default schedule is unchanged: every epoch of the cap
+    fixed = train_probe(tr, te, 4, ProbeConfig(epochs=2, batch_size=256, lr=1e-2, seed=0))
+    assert fixed.epochs == 2 and fixed.updates == 2 * math.ceil(8000 / 256)
+
+
+def test_holdout_rows_takes_whole_sequences() -> None:
+    lengths = np.array([5, 7, 3, 9, 6, 10, 4, 8, 2, 6] * 10)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    n = int(offsets[-1])
+    data = ProbeData.from_numpy(np.zeros((n, 2), np.float32), np.zeros(n, np.int64), offsets)
+    fit, held = holdout_rows(data, ProbeConfig(holdout=0.1, seed=3))
+    assert len(fit) + len(held) == n and not set(fit.tolist()) & set(held.tolist())
+    assert 0 < len(held) <= round(0.1 * n)
+    seq = np.searchsorted(offsets, held.numpy(), side="right") - 1
+    for u in set(seq.tolist()):  # every held-out sequence is held out entirely
+        assert (seq == u).sum() == lengths[u]
+    capped = holdout_rows(data, ProbeConfig(holdout=0.5, holdout_max_rows=20, seed=3))[1]
+    assert 0 < len(capped) <= 20
+    plain = ProbeData.from_numpy(np.zeros((50, 2), np.float32), np.zeros(50, np.int64))
+    assert len(holdout_rows(plain, ProbeConfig(holdout=0.2))[1]) == 10
+    a, b = holdout_rows(data, ProbeConfig(seed=4)), holdout_rows(data, ProbeConfig(seed=4))
+    assert torch.equal(a[1], b[1])
 
 
 def test_shuffled_labels_give_chance() -> None:
