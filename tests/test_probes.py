@@ -250,10 +250,12 @@ def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "phone"
     argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang)]
     argv += ["--output-dir", str(out), "--linear-epochs", "2", "--mlp-epochs", "2"]
-    argv += ["--mlp-hidden", "16", "--min-steps", "0", "--num-threads", "1", "--seed", "1"]
+    argv += ["--mlp-hidden", "16", "--min-steps", "0", "--num-threads", "1", "--schedule"]
+    argv += ["cosine", "--seed", "1"]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["feature_type"] == "mfcc" and res["num_classes"] == 41 and res["task"] == "phone"
+    assert res["schedule"] == "cosine" and res["linear"]["config"]["schedule"] == "cosine"
     for k in ("linear", "mlp", "linear_context"):
         assert len(res[k]["per_class_accuracy"]) == 41 and "SIL" in res[k]["per_class_accuracy"]
         conf = np.array(res[k]["confusion"])
