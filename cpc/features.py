@@ -22,7 +22,8 @@ Lossy storage (lilcom) is not offered: on CPC outputs it was measured at a maxim
 Paths. Storage paths in the cut manifests (the features, and custom arrays such as labels) are
 written relative to the dump directory, so a ``data/`` tree can be moved or copied to another
 machine and still loads; :func:`load_dump` resolves them (a manifest read with lhotse directly
-needs ``cuts.map(resolve_paths_fn(dump_dir))``). Dumps written with absolute paths still load.
+needs ``cuts.map(partial(resolve_cut_paths, base=<absolute dump dir>))``). Dumps written with
+absolute paths still load.
 
 Batching. The feature function gets whole cuts, sorted by duration and grouped into batches
 of at most ``max_duration`` padded seconds (``max_duration=0``: one cut per batch).
@@ -45,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +119,27 @@ def map_storage_paths(cut: Cut, fn: Callable[[str], str]) -> Cut:
     return fastcopy(cut, **changes) if changes else cut
 
 
+def _relative(p: str, base: str) -> str:
+    return os.path.relpath(p, base) if p and os.path.isabs(p) else p
+
+
+def _resolved(p: str, base: str) -> str:
+    return os.path.normpath(os.path.join(base, p)) if p and not os.path.isabs(p) else p
+
+
 def relative_paths_fn(base: Pathlike) -> Callable[[str], str]:
     """Absolute storage paths -> paths relative to ``base`` (others unchanged)."""
-    base = os.path.abspath(base)
-    return lambda p: os.path.relpath(p, base) if p and os.path.isabs(p) else p
+    return partial(_relative, base=os.path.abspath(base))
 
 
 def resolve_paths_fn(base: Pathlike) -> Callable[[str], str]:
     """Relative storage paths -> ``base``/path (absolute ones unchanged)."""
-    base = os.path.abspath(base)
-    return lambda p: os.path.normpath(os.path.join(base, p)) if p and not os.path.isabs(p) else p
+    return partial(_resolved, base=os.path.abspath(base))
+
+
+def resolve_cut_paths(cut: Cut, base: str) -> Cut:
+    """``cut`` with storage paths relative to ``base`` resolved (a picklable mapper)."""
+    return map_storage_paths(cut, partial(_resolved, base=base))
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
@@ -431,8 +444,7 @@ def load_dump(feature_dir: Pathlike, part: str, prefix: str) -> CutSet:
     p = cuts_path(feature_dir, part, prefix)
     if not p.is_file():
         raise FileNotFoundError(f"{p} does not exist; run the feature dump first")
-    resolve = resolve_paths_fn(feature_dir)
-    return load_manifest_lazy(p).map(lambda c: map_storage_paths(c, resolve))
+    return load_manifest_lazy(p).map(partial(resolve_cut_paths, base=os.path.abspath(feature_dir)))
 
 
 def require_info(feature_dir: Pathlike) -> dict[str, Any]:

@@ -291,6 +291,30 @@ def _rerun_linear(feats: Path, lang: Path, seed: int, epochs: int) -> float:
     return train_probe(tr, te, 41, cfg).accuracy
 
 
+def test_phone_probe_cli_plateau_on_a_frame_capped_subset(dump, tmp_path: Path) -> None:
+    """The default schedule (plateau) on seeded subsets of whole utterances: at most
+    --max-train-frames / --max-test-frames frames, the same subset on a re-run."""
+    from local.probe import main
+
+    feats, lang = dump
+    argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang), "--seed", "3"]
+    argv += ["--linear-epochs", "3", "--mlp-epochs", "2", "--mlp-hidden", "8", "--min-steps"]
+    argv += ["0", "--context-frames", "0", "--check-every", "1", "--batch-size", "64"]
+    argv += ["--max-train-frames", "1500", "--max-test-frames", "600"]
+    res = [None, None]
+    for i in (0, 1):
+        assert main(argv + ["--output-dir", str(tmp_path / str(i))]) == 0
+        res[i] = json.loads((tmp_path / str(i) / "results.json").read_text())
+    r = res[0]
+    assert r["schedule"] == "plateau" and r["linear"]["config"]["schedule"] == "plateau"
+    assert 0 < r["num_train"] <= 1500 and 0 < r["num_test"] <= 600
+    assert r["num_train_utts"] < 12 and r["max_train_frames"] == 1500  # 18 utts, 2/3 train
+    assert 0 < r["linear"]["updates"] <= 3 * -(-r["num_train"] // 64)
+    for k in ("num_train", "num_test", "num_train_utts"):
+        assert res[1][k] == r[k]
+    assert res[1]["linear"]["accuracy"] == r["linear"]["accuracy"]
+
+
 def test_speaker_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
     from local.probe import main
 
