@@ -323,8 +323,9 @@ def holdout_rows(data: ProbeData, cfg: ProbeConfig) -> tuple[torch.Tensor, torch
 
 @torch.no_grad()
 def _heldout_loss(
-    model: nn.Module, ctx: _Context, idx: torch.Tensor, y: torch.Tensor, cfg
+    model: nn.Module, ctx: _Context, idx: torch.Tensor, y: torch.Tensor, cfg: ProbeConfig
 ) -> float:
+    """Mean cross-entropy of ``model`` on the rows ``idx``."""
     model.eval()
     total = 0.0
     for a in range(0, len(idx), cfg.eval_batch_size):
