@@ -29,7 +29,10 @@ Output: a table on stdout and, with --json PATH, a JSON file:
                            (largest / smallest size), rss_mb_by_hours
   extrapolated.<H>.<S>     wall_s and cpu_s from the fit (100 and 960 h; an extrapolation)
 
-Example (from the repository root; about 15 minutes on 2 cores):
+Sizes can be measured by separate runs (e.g. at the same time, each in its own --work-dir)
+and combined afterwards with --merge A.json B.json --json ALL.json (fits over all sizes).
+
+Example (from the repository root; about 15 minutes on 2 idle cores):
   local/bench_scale.py --hours 1 2 --json exp/bench_scale.json
 """
 
@@ -68,6 +71,9 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", action="store_true", help="keep each size's data after measuring")
     p.add_argument("--json", default="", help="write the results here")
+    p.add_argument(
+        "--merge", nargs="+", default=[], help="combine these result files (no measuring)"
+    )
     return p
 
 
@@ -182,9 +188,32 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge(paths: list[str]) -> dict[str, Any]:
+    """One result from several runs' JSON files: their sizes, stages measured by all."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    stages = sorted(set.intersection(*(set(r["stages"]) for r in runs)))
+    sizes = {h: size for r in runs for h, size in r["sizes"].items()}
+    res = {
+        "machine": {"cores": runs[0]["machine"]["cores"], "runs": [r["machine"] for r in runs]},
+        "speakers": runs[0]["speakers"],
+        "checkpoint": [r.get("checkpoint") for r in runs],
+        "stages": stages,
+        "sizes": dict(sorted(sizes.items(), key=lambda kv: float(kv[0]))),
+        "merged_from": paths,
+    }
+    res["fit"], res["extrapolated"] = fits(res["sizes"], stages)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.merge:
+        res = merge(args.merge)
+        print(format_table(res))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return 0
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     hours = sorted(args.hours)
