@@ -12,8 +12,10 @@ itself is not measured: its cost is the config's step budget, not the corpus siz
 
 Per stage: wall seconds, user and system CPU seconds, and the peak resident memory (RSS) of
 the largest process the stage ran (``os.wait4`` on run.sh: the maximum over the stage's whole
-process tree). Per size: the corpus hours, the frames of the probes' training sets and the
-disk used by data/ (each dump, the manifests) and by the synthesised corpus.
+process tree; this process is made a subreaper, so workers orphaned by their parent, like the
+corpus builder's multiprocessing forkserver workers, are reaped and counted too). Per size:
+the corpus hours, the frames of the probes' training sets and the disk used by data/ (each
+dump, the manifests) and by the synthesised corpus.
 
 Fits (least squares over the measured sizes): per stage wall = a + b * hours and CPU
 seconds likewise; peak RSS at the largest size over peak RSS at the smallest (flat memory:
@@ -90,23 +92,58 @@ def recipe_copy(dst: Path) -> Path:
     return dst
 
 
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``): worker processes whose
+    parent exits first (e.g. a multiprocessing forkserver's workers) are then reaped here, so
+    their CPU time and memory are counted. False where unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_orphans(timeout: float = 60.0) -> list:
+    """Wait for every remaining child (adopted orphans); their rusages."""
+    out = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            pid, _, ru = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.2)
+            continue
+        out.append(ru)
+    return out
+
+
 def timed(cmd: list[str], cwd: Path, log_path: Path) -> dict[str, float]:
-    """Run ``cmd``; wall seconds, CPU seconds and the peak RSS (MB) of its process tree."""
+    """Run ``cmd``; wall seconds, CPU seconds and the peak RSS (MB) of its process tree
+    (orphaned descendants included when this process is a subreaper)."""
     t0 = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     wall = time.time() - t0
-    code = os.waitstatus_to_exitcode(status)
+    usages = [ru, *_reap_orphans()]
+    code = proc.returncode
     if code != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} (in {cwd}) failed with {code}; {log_path}:\n{tail}")
+    user = sum(u.ru_utime for u in usages)
+    sys_s = sum(u.ru_stime for u in usages)
     return {
         "wall_s": round(wall, 2),
-        "user_s": round(ru.ru_utime, 2),
-        "sys_s": round(ru.ru_stime, 2),
-        "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
-        "max_rss_mb": round(ru.ru_maxrss / 1024, 1),  # Linux: kilobytes
+        "user_s": round(user, 2),
+        "sys_s": round(sys_s, 2),
+        "cpu_s": round(user + sys_s, 2),
+        "max_rss_mb": round(max(u.ru_maxrss for u in usages) / 1024, 1),  # Linux: kilobytes
+        "orphans_reaped": len(usages) - 1,
     }
 
 
@@ -216,11 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    subreaper = become_subreaper()
     hours = sorted(args.hours)
     stages = sorted(args.stages)
     extra_args = args.run_args.split()
     res: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "loadavg_start": list(os.getloadavg())},
+        "orphans_counted": subreaper,
         "speakers": args.speakers,
         "stages": stages,
         "sizes": {},
