@@ -226,10 +226,20 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def merge(paths: list[str]) -> dict[str, Any]:
-    """One result from several runs' JSON files: their sizes, stages measured by all."""
+    """One result from several runs' JSON files: their sizes (a later file's stages replace an
+    earlier one's for the same size), fits over the stages measured at every size."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    stages = sorted(set.intersection(*(set(r["stages"]) for r in runs)))
-    sizes = {h: size for r in runs for h, size in r["sizes"].items()}
+    sizes: dict[str, Any] = {}
+    for r in runs:  # a later file's stages replace an earlier one's for the same size
+        for h, size in r["sizes"].items():
+            old = sizes.setdefault(h, {"stages": {}})
+            old.update({k: v for k, v in size.items() if k != "stages"})
+            old["stages"].update(size["stages"])
+    stages = sorted(
+        {int(s) for s in next(iter(sizes.values()))["stages"]}.intersection(
+            *({int(s) for s in size["stages"]} for size in sizes.values())
+        )
+    )
     res = {
         "machine": {"cores": runs[0]["machine"]["cores"], "runs": [r["machine"] for r in runs]},
         "speakers": runs[0]["speakers"],
