@@ -463,6 +463,7 @@ def collect_frames(
     spec: DumpSpec,
     label_fn: Callable[[Cut, int], np.ndarray] | None = None,
     desc: str = "loading",
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
     """Stack the features of ``cuts`` into memory, checking that each has
     ``spec.num_frames(cut)`` frames.
@@ -478,7 +479,8 @@ def collect_frames(
     x_all: np.ndarray | None = None  # ... so the arrays are filled in place: one copy in memory
     y_all = np.empty(int(offsets[-1]), dtype=np.int64) if label_fn is not None else None
     ids: list[str] = []
-    for u, cut in enumerate(tqdm(cuts, desc=desc, unit="cut", total=len(counts))):
+    bar = tqdm(cuts, desc=desc, unit="cut", total=len(counts), disable=not progress)
+    for u, cut in enumerate(bar):
         x = cut.load_features()
         n = counts[u]
         if x.shape[0] != n:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from cpc.audio.constants import DUMP_SPEC, LABEL_FIELD, PREFIX, cut_num_frames
 from cpc.cli import str2bool
@@ -230,13 +231,17 @@ class SpeakerTask:
         return [info]
 
     def _examples(self, cuts: list, args: argparse.Namespace, desc: str) -> tuple:
-        x, _, offsets, _ = collect_frames(cuts, DUMP_SPEC, None, desc)
         speakers = [c.supervisions[0].speaker for c in cuts]
-        if args.protocol == "pooled":
-            rows, seq = pool_windows(x, offsets, args.window)
-        else:
-            rows, seq = x, np.repeat(np.arange(len(cuts)), np.diff(offsets))
-        return rows, [speakers[u] for u in seq]
+        if args.protocol == "pooled":  # pooled cut by cut: only the windows are held
+            pooled = []
+            for cut in tqdm(cuts, desc=desc, unit="cut"):
+                x, _, offsets, _ = collect_frames([cut], DUMP_SPEC, progress=False)
+                pooled.append(pool_windows(x, offsets, args.window)[0])
+            seq = np.repeat(np.arange(len(cuts)), [len(w) for w in pooled])
+            return np.concatenate(pooled), [speakers[u] for u in seq]
+        x, _, offsets, _ = collect_frames(cuts, DUMP_SPEC, None, desc)
+        seq = np.repeat(np.arange(len(cuts)), np.diff(offsets))
+        return x, [speakers[u] for u in seq]
 
     def load(self, args: argparse.Namespace, probe: ProbeConfig) -> ProbeSet:
         train_cuts = list(load_dump(args.feature_dir, "train", PREFIX))
