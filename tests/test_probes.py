@@ -299,7 +299,7 @@ def test_phone_probe_cli_plateau_on_a_frame_capped_subset(dump, tmp_path: Path) 
     feats, lang = dump
     argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang), "--seed", "3"]
     argv += ["--linear-epochs", "3", "--mlp-epochs", "2", "--mlp-hidden", "8", "--min-steps"]
-    argv += ["0", "--context-frames", "0", "--check-every", "1", "--batch-size", "64"]
+    argv += ["0", "--context-frames", "0", "--check-every", "4", "--batch-size", "64"]
     argv += ["--max-train-frames", "1500", "--max-test-frames", "600"]
     res = [None, None]
     for i in (0, 1):

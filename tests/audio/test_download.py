@@ -188,3 +188,36 @@ def test_labels_fetched_and_checked_by_content(server, corpus, tmp_path: Path) -
         check_labels(labels, corpus.corpus_dir / "train-clean-100")
     with pytest.raises(DownloadError, match="labels/converted_aligned_phones.txt failed"):
         download_labels(url + "/../nolabels/labels", tmp_path / "l2")
+
+
+def test_stage_cli_downloads_checks_labels_and_reports(server, corpus, tmp_path: Path) -> None:
+    """egs/librispeech100/local/download.py, as stage -1 runs it: exit 0 and a report; a
+    corrupted archive: exit 1 with one line naming it, no traceback."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    sums = _serve(server, corpus, tmp_path, parts=("train-clean-100",))
+    for f in corpus.labels_dir.iterdir():
+        server.files[f"/labels/{f.name}"] = f.read_bytes()
+    port = server.server_address[1]
+    cmd = [sys.executable, str(repo / "egs/librispeech100/local/download.py")]
+    cmd += ["--target-dir", str(tmp_path / "dl"), "--parts", "train-clean-100"]
+    cmd += ["--base-url", _base(server), "--checksums", str(sums)]
+    cmd += ["--labels-url", f"http://127.0.0.1:{port}/labels", "--labels-dir"]
+    cmd += [str(tmp_path / "dl/cpc_labels"), "--check-labels", "true"]
+    r = subprocess.run(
+        cmd + ["--report", str(tmp_path / "r.json")], env=env, text=True, capture_output=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["labels"]["train_utterances"] == len(corpus.splits["train"])
+    assert report["corpus_dir"] == str(tmp_path / "dl" / "LibriSpeech")
+    server.files["/mirror/12/dev-clean.tar.gz"] = b"not a tar.gz at all" * 1000
+    bad = cmd[:4] + ["--parts", "dev-clean", "--base-url", _base(server)]  # published sum
+    r = subprocess.run(bad, env=env, text=True, capture_output=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'dl' / 'dev-clean.tar.gz'}: SHA-256" in r.stderr
