@@ -216,7 +216,7 @@ if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
       --output-dir $exp/probe_speaker/$feat --seed "$seed" --min-steps "$probe_min_steps" \
       --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
   done
-  python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag"
+  python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag" --domain audio
   end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
     $exp/RESULTS.md $exp/results.json
   log "results: $exp/RESULTS.md"
