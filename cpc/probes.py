@@ -4,7 +4,11 @@ Domain-agnostic: inputs are in-memory arrays, one row per example (a 10 ms frame
 window, an image patch ...). A probe is a multinomial logistic regression (``hidden_dim=0``)
 or a one-hidden-layer MLP, trained with minibatch Adam for a fixed number of epochs (raised to
 reach ``min_steps`` updates on small data; no early stopping on the test set) with a cosine
-learning-rate decay, seeded. Optionally SGD with momentum instead of Adam
+learning-rate decay, seeded. Or, with ``schedule="plateau"``, until it stops improving on a
+held-out part of the TRAINING rows: a constant rate, multiplied by ``gamma`` when the held-out
+loss has not improved for ``patience`` checks, stopping after ``max_decays`` such decays (or
+at the epoch cap) with the parameters of the best check; on large data this takes a fraction
+of the fixed-epoch budget. Optionally SGD with momentum instead of Adam
 (``optimizer="sgd"``) and a step schedule (``schedule="step"``: the rate times ``gamma`` at
 each of ``milestones``, fractions of all updates), e.g. the CPC paper's ImageNet classifier:
 0.1, 0.01, 0.001 for 50k, 25k and 10k updates; and the top-k accuracy (``top_k > 1``).
@@ -59,9 +63,16 @@ class ProbeConfig:
     eval_batch_size: int = 16384
     optimizer: str = "adam"  # adam, or sgd (with ``momentum``)
     momentum: float = 0.9  # sgd only
-    schedule: str = "cosine"  # cosine, or step (lr * gamma at each milestone)
+    schedule: str = "cosine"  # cosine, step (lr * gamma at each milestone), or plateau
     milestones: list[float] = field(default_factory=lambda: [50 / 85, 75 / 85])  # step
-    gamma: float = 0.1  # step: the factor at each milestone
+    gamma: float = 0.1  # step: the factor at each milestone; plateau: at each decay
+    # plateau: rows held out of the training rows (whole sequences when offsets are given)
+    holdout: float = 0.05  # share of the training rows ...
+    holdout_max_rows: int = 50_000  # ... but at most this many
+    check_every: int = 0  # updates between held-out checks (0: once per epoch)
+    patience: int = 2  # checks without an improvement before the rate decays
+    tol: float = 1e-3  # an improvement: held-out loss below best * (1 - tol)
+    max_decays: int = 2  # stop at the first plateau after this many decays
     top_k: int = 0  # > 1: also report the top-k accuracy on the test rows
 
 
@@ -113,7 +124,8 @@ class ProbeResult:
     time_s: float
     time_per_epoch_s: float
     final_loss: float
-    epochs: int = 0  # epochs actually run (cfg.epochs, or more for cfg.min_steps)
+    epochs: int = 0  # epochs actually run (cfg.epochs, or more for cfg.min_steps), begun ones
+    updates: int = 0  # optimiser updates actually made
     config: dict[str, Any] = field(default_factory=dict)
     top_k_accuracy: float | None = None  # with cfg.top_k > 1: the true class among the top k
 
@@ -136,6 +148,7 @@ class ProbeResult:
             "time_s": self.time_s,
             "time_per_epoch_s": self.time_per_epoch_s,
             "epochs": self.epochs,
+            "updates": self.updates,
             "final_loss": self.final_loss,
             "config": self.config,
         }
@@ -274,7 +287,53 @@ def probe_lr_factor(step: int, total_steps: int, cfg: ProbeConfig) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     if cfg.schedule == "step":
         return cfg.gamma ** sum(step >= m * total_steps for m in cfg.milestones)
-    raise ValueError(f"probe schedule {cfg.schedule!r} is not one of cosine, step")
+    if cfg.schedule == "plateau":
+        return 1.0  # decays are decided by the held-out loss (train_probe)
+    raise ValueError(f"probe schedule {cfg.schedule!r} is not one of cosine, step, plateau")
+
+
+def holdout_rows(data: ProbeData, cfg: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the rows of ``data`` into ``(fit, held_out)`` index tensors (sorted) for the
+    plateau schedule: a seeded ``cfg.holdout`` share (at most ``cfg.holdout_max_rows``),
+    whole sequences when ``data.offsets`` is given (neighbouring frames are near copies, so
+    held-out single frames would not be unseen data); at least one row on each side."""
+    n = len(data)
+    if n < 2:
+        raise ValueError("probe: the plateau schedule needs at least 2 training rows")
+    gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    want = min(max(1, round(cfg.holdout * n)), cfg.holdout_max_rows, n - 1)
+    held = torch.zeros(n, dtype=torch.bool)
+    if data.offsets is not None and len(data.offsets) > 2:
+        off = data.offsets
+        taken = 0
+        for u in torch.randperm(len(off) - 1, generator=gen).tolist():
+            a, b = int(off[u]), int(off[u + 1])
+            if taken and (taken + b - a > want or taken + b - a >= n):
+                continue
+            if b - a >= n:
+                continue
+            held[a:b] = True
+            taken += b - a
+            if taken >= want:
+                break
+    if not held.any():
+        held[torch.randperm(n, generator=gen)[:want]] = True
+    return (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
+
+
+@torch.no_grad()
+def _heldout_loss(
+    model: nn.Module, ctx: _Context, idx: torch.Tensor, y: torch.Tensor, cfg: ProbeConfig
+) -> float:
+    """Mean cross-entropy of ``model`` on the rows ``idx``."""
+    model.eval()
+    total = 0.0
+    for a in range(0, len(idx), cfg.eval_batch_size):
+        b = idx[a : a + cfg.eval_batch_size]
+        logits = model(ctx(b).to(cfg.device))
+        total += float(nn.functional.cross_entropy(logits, y[b].to(cfg.device), reduction="sum"))
+    model.train()
+    return total / max(len(idx), 1)
 
 
 def train_probe(
@@ -298,20 +357,34 @@ def train_probe(
     tr_ctx, te_ctx = _Context(train, cfg.context), _Context(test, cfg.context)
     model = _make_model(tr_ctx.dim, num_classes, cfg.hidden_dim).to(cfg.device)
     opt = _optimizer(model, cfg)
-    n = len(train)
+    plateau = cfg.schedule == "plateau"
+    fit_idx, held_idx = holdout_rows(train, cfg) if plateau else (None, None)
+    n = len(train) if fit_idx is None else len(fit_idx)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     total_steps = max(1, epochs * steps_per_epoch)
     probe_lr_factor(0, total_steps, cfg)  # an unknown schedule fails before training
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: probe_lr_factor(s, total_steps, cfg))
+    lr_scale = [1.0]  # plateau: gamma ** decays so far
+
+    def factor(s: int) -> float:
+        return lr_scale[0] if plateau else probe_lr_factor(s, total_steps, cfg)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    check_every = (cfg.check_every or steps_per_epoch) if plateau else 0
+    best_loss, best_state, bad, decays, stop = math.inf, None, 0, 0, False
     loss_fn = nn.CrossEntropyLoss()
     y_train = train.y
     t0 = time.time()
     final_loss = float("nan")
+    step = 0
+    epochs_run = 0
     for epoch in range(epochs):
         model.train()
         perm = torch.randperm(n, generator=gen)
+        if fit_idx is not None:
+            perm = fit_idx[perm]
         total, count = 0.0, 0
+        epochs_run += 1
         for a in range(0, n, cfg.batch_size):
             idx = perm[a : a + cfg.batch_size]
             xb = tr_ctx(idx).to(cfg.device)
@@ -321,10 +394,31 @@ def train_probe(
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
             total += loss.item() * idx.shape[0]
             count += idx.shape[0]
+            if check_every and (step % check_every == 0 or step == total_steps):
+                held = _heldout_loss(model, tr_ctx, held_idx, y_train, cfg)
+                if held < best_loss * (1 - cfg.tol):
+                    best_loss, bad = held, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad += 1
+                logging.debug(
+                    f"probe update {step}: held-out loss {held:.4f} (best {best_loss:.4f})"
+                )
+                if bad >= cfg.patience:
+                    if decays >= cfg.max_decays:
+                        stop = True
+                        break
+                    decays, bad = decays + 1, 0
+                    lr_scale[0] *= cfg.gamma
         final_loss = total / max(count, 1)
         logging.debug(f"probe epoch {epoch + 1}/{epochs}: loss {final_loss:.4f}")
+        if stop:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     train_time = time.time() - t0
     top_k_accuracy = None
     if cfg.top_k > 1:
@@ -350,8 +444,9 @@ def train_probe(
         num_test=len(test),
         input_dim=tr_ctx.dim,
         time_s=round(time.time() - t0, 3),
-        time_per_epoch_s=round(train_time / max(epochs, 1), 3),
-        epochs=epochs,
+        time_per_epoch_s=round(train_time / max(step / steps_per_epoch, 1e-9), 3),
+        epochs=epochs_run,
+        updates=step,
         final_loss=final_loss,
         config=cfg_dict,
         top_k_accuracy=top_k_accuracy,

@@ -3,6 +3,7 @@ storage, frame counts, labels kept, atomic resume / rebuild."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def test_mfcc_dump_exact_frames_and_labels_kept(manifests: Path, tmp_path: Path)
     assert info["source"]["config"]["num_ceps"] == 13
     for part in ("train", "test"):
         src = load_manifest(manifests / f"librispeech_cuts_{part}.jsonl.gz")
-        cuts = load_manifest(cuts_path(tmp_path / "mfcc", part))
+        cuts = load_dump(tmp_path / "mfcc", part)
         assert sorted(cuts.ids) == sorted(src.ids)
         for cut in cuts:
             n = compute_num_frames(cut.duration, 0.01, 16000)
@@ -84,8 +85,8 @@ def test_cpc_dump_equals_extractor_and_batching(manifests: Path, tmp_path: Path)
     ext = tiny_cpc_extractor()
     _dump(manifests, tmp_path / "one", ext, "random", max_duration=0)
     _dump(manifests, tmp_path / "batched", ext, "random", max_duration=30.0)
-    one = load_manifest(cuts_path(tmp_path / "one", "test"))
-    batched = {c.id: c for c in load_manifest(cuts_path(tmp_path / "batched", "test"))}
+    one = load_dump(tmp_path / "one", "test")
+    batched = {c.id: c for c in load_dump(tmp_path / "batched", "test")}
     for cut in one:
         x = cut.load_features()
         assert x.shape == (compute_num_frames(cut.duration, 0.01, 16000), 8)
@@ -230,3 +231,33 @@ def test_extract_features_cli(manifests: Path, tmp_path: Path) -> None:
     # a missing checkpoint is one clear error, exit 1
     bad = ["--feat-type", "cpc", "--checkpoint", str(tmp_path / "no.pt")]
     assert main(bad + ["--manifest-dir", str(manifests), "--output-dir", str(tmp_path / "c")]) == 1
+
+
+def test_dump_paths_are_relative_so_data_can_be_moved(tmp_path: Path) -> None:
+    """The manifests store paths relative to the dump directory: a whole data/ tree (the
+    dump and the stage-1 labels beside it) copied elsewhere loads from the copy alone."""
+    import shutil
+
+    data = tmp_path / "data"
+    make_labelled_manifests(data)
+    ext, source = mfcc_source()
+    _dump(data / "manifests", data / "mfcc", ext, "mfcc", source=source)
+    raw = json.loads(gzip.open(cuts_path(data / "mfcc", "test"), "rt").readline())
+    assert raw["features"]["storage_path"] == "librispeech_feats_test/feats.h5"
+    label_path = raw["custom"]["phone_labels"]["array"]["storage_path"]
+    assert not Path(label_path).is_absolute() and label_path.startswith("../")
+    want = {
+        c.id: (c.load_features(), c.load_custom("phone_labels"))
+        for c in load_dump(data / "mfcc", "test")
+    }
+    moved = tmp_path / "elsewhere" / "data"
+    shutil.copytree(data, moved)
+    shutil.rmtree(data)  # nothing may still point at the original
+    got = list(load_dump(moved / "mfcc", "test"))
+    assert sorted(c.id for c in got) == sorted(want)
+    for c in got:
+        x, y = want[c.id]
+        np.testing.assert_array_equal(c.load_features(), x)
+        np.testing.assert_array_equal(c.load_custom("phone_labels"), y)
+    x, y, _, _ = collect_frames(got, DUMP_SPEC, lambda c, n: c.load_custom("phone_labels"))
+    assert x.shape[0] == y.shape[0] == sum(w[0].shape[0] for w in want.values())

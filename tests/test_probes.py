@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from cpc.probes import (
     ProbeConfig,
     ProbeData,
     holdout_group_split,
+    holdout_rows,
     majority_chance,
     pool_windows,
     probe_lr_factor,
@@ -90,6 +92,50 @@ def test_linear_probe_agrees_with_sklearn_logistic_regression() -> None:
     assert r.final_loss == pytest.approx(
         -np.log(ref.predict_proba(x)[np.arange(len(y)), y]).mean(), abs=1e-3
     )
+
+
+def test_plateau_schedule_stops_early_at_the_logistic_regression_optimum() -> None:
+    """schedule="plateau": the rate decays when the loss on held-out TRAINING rows stops
+    improving and training stops after max_decays; on many rows it needs far fewer updates
+    than the epoch cap and still lands on scikit-learn's optimum."""
+    from sklearn.linear_model import LogisticRegression
+
+    xa, ya = blobs(10000, 4, 5, sep=1.2, seed=3)
+    x, y, xt, yt = xa[:8000], ya[:8000], xa[8000:], ya[8000:]
+    tr, te = ProbeData.from_numpy(x, y), ProbeData.from_numpy(xt, yt)
+    cfg = ProbeConfig(
+        epochs=40, batch_size=128, lr=1e-2, seed=0, schedule="plateau", check_every=20
+    )
+    r = train_probe(tr, te, 4, cfg)
+    per_epoch = math.ceil(7600 / 128)  # 5% of the rows are held out
+    assert 0 < r.updates < 40 * per_epoch / 2 and r.epochs == math.ceil(r.updates / per_epoch)
+    ref = LogisticRegression(C=np.inf, max_iter=5000, tol=1e-10).fit(x, y)
+    assert r.accuracy == pytest.approx(float((ref.predict(xt) == yt).mean()), abs=3 / 2000)
+    again = train_probe(tr, te, 4, cfg)
+    assert again.accuracy == r.accuracy and again.updates == r.updates  # seeded
+    assert r.to_dict()["updates"] == r.updates
+    # the default schedule is unchanged: every epoch of the cap
+    fixed = train_probe(tr, te, 4, ProbeConfig(epochs=2, batch_size=256, lr=1e-2, seed=0))
+    assert fixed.epochs == 2 and fixed.updates == 2 * math.ceil(8000 / 256)
+
+
+def test_holdout_rows_takes_whole_sequences() -> None:
+    lengths = np.array([5, 7, 3, 9, 6, 10, 4, 8, 2, 6] * 10)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    n = int(offsets[-1])
+    data = ProbeData.from_numpy(np.zeros((n, 2), np.float32), np.zeros(n, np.int64), offsets)
+    fit, held = holdout_rows(data, ProbeConfig(holdout=0.1, seed=3))
+    assert len(fit) + len(held) == n and not set(fit.tolist()) & set(held.tolist())
+    assert 0 < len(held) <= round(0.1 * n)
+    seq = np.searchsorted(offsets, held.numpy(), side="right") - 1
+    for u in set(seq.tolist()):  # every held-out sequence is held out entirely
+        assert (seq == u).sum() == lengths[u]
+    capped = holdout_rows(data, ProbeConfig(holdout=0.5, holdout_max_rows=20, seed=3))[1]
+    assert 0 < len(capped) <= 20
+    plain = ProbeData.from_numpy(np.zeros((50, 2), np.float32), np.zeros(50, np.int64))
+    assert len(holdout_rows(plain, ProbeConfig(holdout=0.2))[1]) == 10
+    a, b = holdout_rows(data, ProbeConfig(seed=4)), holdout_rows(data, ProbeConfig(seed=4))
+    assert torch.equal(a[1], b[1])
 
 
 def test_shuffled_labels_give_chance() -> None:
@@ -204,10 +250,12 @@ def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "phone"
     argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang)]
     argv += ["--output-dir", str(out), "--linear-epochs", "2", "--mlp-epochs", "2"]
-    argv += ["--mlp-hidden", "16", "--min-steps", "0", "--num-threads", "1", "--seed", "1"]
+    argv += ["--mlp-hidden", "16", "--min-steps", "0", "--num-threads", "1", "--schedule"]
+    argv += ["cosine", "--seed", "1"]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["feature_type"] == "mfcc" and res["num_classes"] == 41 and res["task"] == "phone"
+    assert res["schedule"] == "cosine" and res["linear"]["config"]["schedule"] == "cosine"
     for k in ("linear", "mlp", "linear_context"):
         assert len(res[k]["per_class_accuracy"]) == 41 and "SIL" in res[k]["per_class_accuracy"]
         conf = np.array(res[k]["confusion"])
@@ -241,6 +289,30 @@ def _rerun_linear(feats: Path, lang: Path, seed: int, epochs: int) -> float:
     standardize(tr.x, te.x)
     cfg = ProbeConfig(epochs=epochs, lr=1e-2, batch_size=1024, min_steps=0, seed=seed)
     return train_probe(tr, te, 41, cfg).accuracy
+
+
+def test_phone_probe_cli_plateau_on_a_frame_capped_subset(dump, tmp_path: Path) -> None:
+    """The default schedule (plateau) on seeded subsets of whole utterances: at most
+    --max-train-frames / --max-test-frames frames, the same subset on a re-run."""
+    from local.probe import main
+
+    feats, lang = dump
+    argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang), "--seed", "3"]
+    argv += ["--linear-epochs", "3", "--mlp-epochs", "2", "--mlp-hidden", "8", "--min-steps"]
+    argv += ["0", "--context-frames", "0", "--check-every", "4", "--batch-size", "64"]
+    argv += ["--max-train-frames", "1500", "--max-test-frames", "600"]
+    res = [None, None]
+    for i in (0, 1):
+        assert main(argv + ["--output-dir", str(tmp_path / str(i))]) == 0
+        res[i] = json.loads((tmp_path / str(i) / "results.json").read_text())
+    r = res[0]
+    assert r["schedule"] == "plateau" and r["linear"]["config"]["schedule"] == "plateau"
+    assert 0 < r["num_train"] <= 1500 and 0 < r["num_test"] <= 600
+    assert r["num_train_utts"] < 12 and r["max_train_frames"] == 1500  # 18 utts, 2/3 train
+    assert 0 < r["linear"]["updates"] <= 3 * -(-r["num_train"] // 64)
+    for k in ("num_train", "num_test", "num_train_utts"):
+        assert res[1][k] == r[k]
+    assert res[1]["linear"]["accuracy"] == r["linear"]["accuracy"]
 
 
 def test_speaker_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ Reads a LibriSpeech part in the corpus's own layout::
     LibriSpeech/train-clean-100/SPK/CHAP/SPK-CHAP-UTT.flac    (16 kHz mono)
 
 and writes the same two manifests lhotse's own LibriSpeech recipe writes (same names, same
-ids), plus the chapter and, when SPEAKERS.TXT has it, the gender:
+ids), plus the chapter and, when SPEAKERS.TXT has it, the gender. The recordings and
+supervisions are made by ``lhotse.recipes.prepare_librispeech`` when the part is in its layout
+(``<root>/<part>/``) and every transcript line has its audio and text; the chapter and gender
+are added on top. Otherwise (another layout, unpaired files, empty transcripts, or a file lhotse
+cannot read) every file is read here, so each problem is reported with its file. Any part of
+the corpus is accepted (``train-clean-360``, ``train-other-500``, ``dev-clean`` ...), and so is
+any corpus in this layout:
 
     OUTPUT_DIR/librispeech_recordings_train-clean-100.jsonl.gz    one Recording per utterance
     OUTPUT_DIR/librispeech_supervisions_train-clean-100.jsonl.gz  one SupervisionSegment each:
@@ -37,6 +43,7 @@ import soundfile as sf
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio.backend import audio_backend
 from lhotse.qa import validate_recordings_and_supervisions
+from lhotse.utils import fastcopy
 from tqdm import tqdm
 
 from cpc.audio.constants import HOP, PART, SAMPLING_RATE, recordings_path, supervisions_path
@@ -170,8 +177,9 @@ class _Utterance:
     audio: Path
 
 
-def _scan_part(part_dir: Path) -> list[_Utterance]:
-    """Pair transcript lines with .flac files; report (and skip) unpaired ones."""
+def _scan_part(part_dir: Path) -> tuple[list[_Utterance], bool]:
+    """Pair transcript lines with .flac files; report (and skip) unpaired ones. Returns the
+    utterances and whether everything paired up with non-empty text."""
     utterances: list[_Utterance] = []
     seen: dict[str, str] = {}
     no_audio: list[str] = []
@@ -238,13 +246,19 @@ def _scan_part(part_dir: Path) -> list[_Utterance]:
             f"{len(empty_text)} transcript lines have an utterance id but no text (kept with "
             f"empty text), e.g. {', '.join(empty_text[:MAX_EXAMPLES])}"
         )
-    return sorted(utterances, key=lambda u: u.utt_id)
+    clean = not (no_audio or no_text or empty_text)
+    return sorted(utterances, key=lambda u: u.utt_id), clean
 
 
 def _read_recording(utt: _Utterance, check_audio: CheckAudio) -> Recording:
     """Read the header of one .flac (and, per ``check_audio``, decode its end or all of it)."""
     path = Path(os.path.abspath(utt.audio))
-    recording = Recording.from_file(path, recording_id=utt.utt_id)
+    return _check_recording(Recording.from_file(path, recording_id=utt.utt_id), path, check_audio)
+
+
+def _check_recording(recording: Recording, path: Path, check_audio: CheckAudio) -> Recording:
+    """Refuse a recording that is not 16 kHz mono with samples; per ``check_audio`` also
+    decode its end or all of it."""
     if recording.sampling_rate != SAMPLING_RATE:
         raise DataPrepError(
             f"{path}: sampling rate {recording.sampling_rate} Hz, expected {SAMPLING_RATE}; "
@@ -299,6 +313,42 @@ def _read_recordings(
     return recordings
 
 
+def _lhotse_manifests(
+    part_dir: Path, part: str, utterances: list[_Utterance], num_jobs: int, check_audio: CheckAudio
+) -> tuple[dict[str, Recording], dict[str, SupervisionSegment]] | None:
+    """Recordings and supervisions of ``part`` made by ``lhotse.recipes.prepare_librispeech``
+    (checked here like our own), or None when it cannot serve (the caller then reads every
+    file itself, which names any bad file)."""
+    from lhotse.recipes.librispeech import prepare_librispeech
+
+    try:
+        with audio_backend("LibsndfileBackend"):
+            made = prepare_librispeech(
+                part_dir.parent.resolve(), dataset_parts=[part], output_dir=None, num_jobs=num_jobs
+            )[part]
+    except Exception as e:  # noqa: BLE001 - any failure: fall back to reading file by file
+        logging.warning(
+            f"lhotse's prepare_librispeech could not prepare {part_dir} ({type(e).__name__}: "
+            f"{e}); reading it file by file to find the problem"
+        )
+        return None
+    recordings = {r.id: r for r in made["recordings"]}
+    supervisions = {s.id: s for s in made["supervisions"]}
+    if set(recordings) != {u.utt_id for u in utterances} or set(supervisions) != set(recordings):
+        logging.warning(f"lhotse's prepare_librispeech found other utterances in {part_dir}")
+        return None
+    paths = {u.utt_id: Path(os.path.abspath(u.audio)) for u in utterances}
+    try:
+        with ThreadPoolExecutor(max(num_jobs, 1)) as ex:
+            list(
+                ex.map(lambda r: _check_recording(r, paths[r.id], check_audio), recordings.values())
+            )
+    except (DataPrepError, RuntimeError, OSError, ValueError) as e:
+        logging.warning(f"{e}; reading every file of {part_dir} to list the problems")
+        return None
+    return recordings, supervisions
+
+
 def prepare_librispeech_manifests(
     corpus_dir: Pathlike,
     output_dir: Pathlike,
@@ -334,17 +384,28 @@ def prepare_librispeech_manifests(
     logging.info(f"reading LibriSpeech {part} from {part_dir}")
     genders = read_speakers_txt(part_dir.parent / "SPEAKERS.TXT")
 
-    utterances = _scan_part(part_dir)
+    utterances, clean = _scan_part(part_dir)
     if not utterances:
         raise DataPrepError(
             f"no utterances found under {part_dir} (expected SPK/CHAP/SPK-CHAP-UTT.flac and "
             "SPK/CHAP/SPK-CHAP.trans.txt): check --corpus-dir"
         )
-    recordings = _read_recordings(utterances, num_jobs, check_audio)
+    made = None
+    if clean and part_dir.name == part:
+        made = _lhotse_manifests(part_dir, part, utterances, num_jobs, check_audio)
+    if made is not None:
+        logging.info(f"recordings and supervisions by lhotse's prepare_librispeech ({part})")
+        recordings, lhotse_sups = made
+    else:
+        recordings, lhotse_sups = _read_recordings(utterances, num_jobs, check_audio), {}
 
     segments = []
     for u in utterances:
         rec = recordings[u.utt_id]
+        extra = {"gender": genders.get(u.speaker), "custom": {"chapter": u.chapter}}
+        if u.utt_id in lhotse_sups:  # lhotse's segment, with the chapter and gender added
+            segments.append(fastcopy(lhotse_sups[u.utt_id], **extra))
+            continue
         segments.append(
             SupervisionSegment(
                 id=u.utt_id,
@@ -355,8 +416,7 @@ def prepare_librispeech_manifests(
                 text=u.text,
                 language="English",
                 speaker=u.speaker,
-                gender=genders.get(u.speaker),
-                custom={"chapter": u.chapter},
+                **extra,
             )
         )
     no_gender = sorted({u.speaker for u in utterances} - set(genders))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from cpc.audio.constants import DUMP_SPEC, LABEL_FIELD, PREFIX, cut_num_frames
 from cpc.cli import str2bool
@@ -43,10 +44,41 @@ def _add_max_frames(p: argparse.ArgumentParser) -> None:
         help="use a seeded random subset of training utterances with at most this many "
         "frames (bounds memory on a large corpus); 0: all",
     )
+    p.add_argument(
+        "--max-test-frames",
+        type=int,
+        default=0,
+        help="the same for the test utterances (another seeded subset); 0: all",
+    )
 
 
-def _subsample(cuts: list, max_frames: int, seed: int) -> list:
-    if max_frames <= 0:
+def _add_schedule(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--schedule",
+        choices=["plateau", "cosine"],
+        default=default,
+        help="plateau: train until the loss on a held-out 5%% of the training utterances "
+        "stops improving (the rate divided by 10 at each plateau, twice, then stop; the "
+        "epoch options are then caps); cosine: the fixed number of epochs with a cosine decay",
+    )
+    p.add_argument(
+        "--check-every",
+        type=int,
+        default=250,
+        help="plateau: updates between two checks of the held-out loss",
+    )
+
+
+def _scheduled(cfg: ProbeConfig, args: argparse.Namespace) -> ProbeConfig:
+    if args.schedule == "cosine":
+        return cfg
+    return ProbeConfig(**{**cfg.__dict__, "schedule": "plateau", "check_every": args.check_every})
+
+
+def _subsample(cuts: list, max_frames: int, seed: int, what: str = "training") -> list:
+    """A seeded random subset of ``cuts`` with at most ``max_frames`` frames (at least one
+    cut), in id order; all of them when ``max_frames <= 0`` or they fit."""
+    if max_frames <= 0 or sum(cut_num_frames(c) for c in cuts) <= max_frames:
         return cuts
     rng = np.random.default_rng(seed)
     out, total = [], 0
@@ -56,7 +88,7 @@ def _subsample(cuts: list, max_frames: int, seed: int) -> list:
             break
         out.append(cuts[i])
         total += n
-    logging.info(f"using {len(out)} of {len(cuts)} training utterances ({total} frames)")
+    logging.info(f"using {len(out)} of {len(cuts)} {what} utterances ({total} frames)")
     return sorted(out, key=lambda c: c.id)
 
 
@@ -99,6 +131,7 @@ class PhoneTask:
             help="also a linear probe on each frame with +-N neighbours concatenated; 0: skip",
         )
         _add_max_frames(p)
+        _add_schedule(p, "plateau")
 
     def inputs(self, args: argparse.Namespace) -> list[Path]:
         info = Path(args.feature_dir) / INFO_NAME
@@ -116,7 +149,12 @@ class PhoneTask:
         train_cuts = _subsample(
             list(load_dump(args.feature_dir, "train", PREFIX)), args.max_train_frames, args.seed
         )
-        test_cuts = list(load_dump(args.feature_dir, "test", PREFIX))
+        test_cuts = _subsample(
+            list(load_dump(args.feature_dir, "test", PREFIX)),
+            args.max_test_frames,
+            args.seed + 1,
+            "test",
+        )
         x_tr, y_tr, off_tr, _ = collect_frames(train_cuts, DUMP_SPEC, _phone_labels, "train")
         x_te, y_te, off_te, _ = collect_frames(test_cuts, DUMP_SPEC, _phone_labels, "test")
         for split, y in (("train", y_tr), ("test", y_te)):
@@ -125,6 +163,7 @@ class PhoneTask:
                     f"{split} labels span {y.min()}..{y.max()} but {phones_txt} has {len(names)} "
                     "classes; the labels and the phone table come from different stage-1 runs"
                 )
+        probe = _scheduled(probe, args)
         linear = ProbeConfig(**{**probe.__dict__, "epochs": args.linear_epochs})
         probes = {
             "linear": linear,
@@ -152,6 +191,9 @@ class PhoneTask:
                 "unit": "10 ms frame",
                 "num_train_utts": len(train_cuts),
                 "num_test_utts": len(test_cuts),
+                "max_train_frames": args.max_train_frames,
+                "max_test_frames": args.max_test_frames,
+                "schedule": args.schedule,
             },
             confusion_plots=("linear", "mlp"),
         )
@@ -189,13 +231,17 @@ class SpeakerTask:
         return [info]
 
     def _examples(self, cuts: list, args: argparse.Namespace, desc: str) -> tuple:
-        x, _, offsets, _ = collect_frames(cuts, DUMP_SPEC, None, desc)
         speakers = [c.supervisions[0].speaker for c in cuts]
-        if args.protocol == "pooled":
-            rows, seq = pool_windows(x, offsets, args.window)
-        else:
-            rows, seq = x, np.repeat(np.arange(len(cuts)), np.diff(offsets))
-        return rows, [speakers[u] for u in seq]
+        if args.protocol == "pooled":  # pooled cut by cut: only the windows are held
+            pooled = []
+            for cut in tqdm(cuts, desc=desc, unit="cut"):
+                x, _, offsets, _ = collect_frames([cut], DUMP_SPEC, progress=False)
+                pooled.append(pool_windows(x, offsets, args.window)[0])
+            seq = np.repeat(np.arange(len(cuts)), [len(w) for w in pooled])
+            return np.concatenate(pooled), [speakers[u] for u in seq]
+        x, _, offsets, _ = collect_frames(cuts, DUMP_SPEC, None, desc)
+        seq = np.repeat(np.arange(len(cuts)), np.diff(offsets))
+        return x, [speakers[u] for u in seq]
 
     def load(self, args: argparse.Namespace, probe: ProbeConfig) -> ProbeSet:
         train_cuts = list(load_dump(args.feature_dir, "train", PREFIX))
@@ -220,6 +266,7 @@ class SpeakerTask:
                     "held out; use --holdout-chapters false"
                 )
         train_cuts = _subsample(train_cuts, args.max_train_frames, args.seed)
+        test_cuts = _subsample(test_cuts, args.max_test_frames, args.seed + 1, "test")
         x_tr, spk_tr = self._examples(train_cuts, args, "train")
         x_te, spk_te = self._examples(test_cuts, args, "test")
         classes = sorted(set(spk_tr))

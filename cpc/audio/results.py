@@ -101,14 +101,33 @@ def _sections(ctx: ResultsContext) -> list[str]:
     out += ["", "## Protocol", ""]
     if ph:
         lin, mlp = ph["linear"]["config"], ph["mlp"]["config"]
+        caps = [
+            f"at most {ph[k]:,} {what} frames"
+            for k, what in (("max_train_frames", "training"), ("max_test_frames", "test"))
+            if ph.get(k)
+        ]
+        subset = f", a seeded subset of whole utterances with {' and '.join(caps)}" if caps else ""
+        if lin.get("schedule") == "plateau":
+            how = (
+                f"Adam at a constant rate divided by {round(1 / lin['gamma'])} whenever the loss "
+                f"on a held-out {lin['holdout']:.0%} of the training utterances (checked every "
+                f"{lin['check_every']} updates) stopped improving, and stopped at the next "
+                f"plateau after {lin['max_decays']} such divisions (the parameters of the best "
+                f"check kept); linear: lr {lin['lr']}, {ph['linear'].get('updates')} updates; "
+                f"MLP: one hidden layer of {mlp['hidden_dim']} ReLU units, lr {mlp['lr']}, "
+                f"{ph['mlp'].get('updates')} updates"
+            )
+        else:
+            how = (
+                f"Adam with cosine decay; linear: lr {lin['lr']}, {ph['linear']['epochs']} epochs "
+                f"(at least {lin['min_steps']} updates); MLP: one hidden layer of "
+                f"{mlp['hidden_dim']} ReLU units, lr {mlp['lr']}, {ph['mlp']['epochs']} epochs"
+            )
         out.append(
             f"- phone: {ph['num_train']} train / {ph['num_test']} test frames "
-            f"({ph['num_train_utts']} / {ph['num_test_utts']} utterances, the stage-1 split); "
-            f"features standardised with train statistics; minibatches of {lin['batch_size']}, "
-            f"Adam with cosine decay; linear: lr {lin['lr']}, {ph['linear']['epochs']} epochs "
-            f"(at least {lin['min_steps']} updates); MLP: one hidden layer of "
-            f"{mlp['hidden_dim']} ReLU units, lr {mlp['lr']}, {ph['mlp']['epochs']} epochs; "
-            f"seed {lin['seed']}."
+            f"({ph['num_train_utts']} / {ph['num_test_utts']} utterances, the stage-1 split"
+            f"{subset}); features standardised with train statistics; minibatches of "
+            f"{lin['batch_size']}, {how}; seed {lin['seed']}."
         )
     if sp:
         w = sp["window_frames"]

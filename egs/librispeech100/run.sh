@@ -2,6 +2,7 @@
 # CPC on LibriSpeech train-clean-100 (van den Oord et al., 2018, section 3.1).
 #
 # Stages (numbers never change meaning):
+#  -1  (--download true) download LibriSpeech (SHA-256 verified, resumable) [+ CPC labels] -> download/
 #   0  corpus -> lhotse manifests (builds the embedded mini-LibriSpeech without --corpus-dir)
 #   1  frame-level phone labels + train/test split -> labelled lhotse cuts, data/lang/phones.txt
 #   2  CPC pre-training with torchrun (DDP) -> exp/<tag>/
@@ -20,9 +21,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-stage=0                 # first stage to run
+stage=0                 # first stage to run (with --download true a run from stage 0 begins with stage -1)
 stop_stage=5            # last stage to run (6-7, downstream ASR and ABX, are opt-in: --stop-stage 7)
-corpus_dir=""           # LibriSpeech root holding train-clean-100/ (empty: build the embedded mini corpus)
+corpus_dir=""           # LibriSpeech root holding train-clean-100/ (empty: build the embedded mini corpus; with --download true: download_dir/LibriSpeech)
+download=false          # stage -1: true = download --download-parts of LibriSpeech into --download-dir first
+download_dir=download   # stage -1: archives and LibriSpeech/ (about 6.3 GB for train-clean-100, twice that while unpacking)
+download_url=http://www.openslr.org/resources  # stage -1: archives come from <url>/12/<part>.tar.gz (OpenSLR's layout; any mirror with it)
+download_parts="train-clean-100 dev-clean test-clean"  # stage -1: LibriSpeech parts to download (any of the seven)
+download_checksums=""   # stage -1: sha256sum-format file for archives other than the published ones (empty: built-in OpenSLR values)
+labels_url=""           # stage -1: directory URL of the CPC release's label files -> download_dir/cpc_labels (the default --labels-dir then)
 labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own; with --corpus-dir: forced alignment)
 align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
 align_iterations=6      # stage 1 (alignment): train + re-align rounds after the flat start
@@ -44,6 +51,8 @@ rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (e
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
+probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of whole utterances with at most this many training frames (2.8 h) and a quarter as many test frames, so their memory stops growing with the corpus (about 1.3 GB of 256-dim features); 0: all
+probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
 asr_epochs=5            # stage 6: ASR training epochs (same for every feature set)
@@ -56,6 +65,11 @@ declare -r _seed_default=$seed
 . utils/stage.sh
 
 # ---- derived values ----
+if [ "$download" = true ]; then
+  [ "$stage" -eq 0 ] && stage=-1
+  [ -z "$corpus_dir" ] && corpus_dir=$download_dir/LibriSpeech
+  [ -z "$labels_dir" ] && [ -n "$labels_url" ] && labels_dir=$download_dir/cpc_labels
+fi
 max_frame_diff=3  # labels vs audio: frame-count mismatch tolerated (trim/pad) before refusing
 if [ -z "$corpus_dir" ]; then
   mini_dir=download/mini_librispeech
@@ -89,6 +103,18 @@ manifests=data/manifests
 data_marks=data/.stages
 exp_marks=$exp/.stages
 
+# ---- stage -1: download ----
+if [ "$download" = true ] && begin_stage -1 "download LibriSpeech ($download_parts)" $data_marks/stage-1.done \
+    "parts=${download_parts// /,} url=$download_url checksums=$([ -n "$download_checksums" ] && md5sum <"$download_checksums" | cut -c1-12) labels_url=$labels_url"; then
+  dl_args=(--target-dir "$download_dir" --parts $download_parts --base-url "$download_url"
+    --report data/download.json)
+  [ -n "$download_checksums" ] && dl_args+=(--checksums "$download_checksums")
+  [ -n "$labels_url" ] && dl_args+=(--labels-url "$labels_url" --labels-dir "$labels_dir" \
+    --check-labels true --corpus-dir "$corpus_dir")
+  python local/download.py "${dl_args[@]}"
+  end_stage data/download.json $(for p in $download_parts; do echo "$download_dir/LibriSpeech/$p/.completed"; done)
+fi
+
 # ---- stage 0: corpus -> lhotse manifests ----
 if [ -n "$mini_dir" ]; then
   corpus_opts="mini_speakers=$mini_speakers mini_minutes=$mini_minutes mini_clean=$mini_clean seed=$seed"
@@ -104,6 +130,10 @@ if begin_stage 0 "prepare lhotse manifests" $data_marks/stage0.done "$corpus_opt
   fi
   python local/prepare_manifests.py --corpus-dir "$corpus_root" --output-dir $manifests \
     --num-jobs "$nj"
+  if [ -z "$mini_dir" ] && [ -n "$labels_dir" ]; then  # the real corpus's labels, by content
+    python local/download.py --parts --labels-dir "$labels_dir" --check-labels true \
+      --corpus-dir "$corpus_root" --report $manifests/labels_check.json
+  fi
   end_stage $manifests/librispeech_recordings_train-clean-100.jsonl.gz \
     $manifests/librispeech_supervisions_train-clean-100.jsonl.gz
 fi
@@ -168,10 +198,12 @@ fi
 
 # ---- stage 4: phone probes ----
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
-    "seed=$seed min_steps=$probe_min_steps feats=$(stage_sig $exp_marks/stage3.done)"; then
+    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames schedule=$probe_schedule feats=$(stage_sig $exp_marks/stage3.done)"; then
   for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
-      --output-dir $exp/probe_phone/$feat --seed "$seed" --min-steps "$probe_min_steps"
+      --output-dir $exp/probe_phone/$feat --seed "$seed" --min-steps "$probe_min_steps" \
+      --max-train-frames "$probe_max_frames" --max-test-frames $((probe_max_frames / 4)) \
+      --schedule "$probe_schedule"
   done
   end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi
@@ -184,7 +216,7 @@ if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
       --output-dir $exp/probe_speaker/$feat --seed "$seed" --min-steps "$probe_min_steps" \
       --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
   done
-  python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag"
+  python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag" --domain audio
   end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
     $exp/RESULTS.md $exp/results.json
   log "results: $exp/RESULTS.md"

@@ -59,6 +59,33 @@ def test_manifests_describe_the_corpus(corpus, tmp_path):
     assert recs_disk[0].load_audio().shape == (1, recs_disk[0].num_samples)
 
 
+def test_lhotse_recipe_prepares_any_part_and_matches_reading_each_file(corpus, tmp_path, caplog):
+    """A part in lhotse's layout is prepared by lhotse.recipes.prepare_librispeech (chapter
+    and gender added on top); the same corpus in another layout is read file by file: the
+    manifests are the same. Other parts of the corpus (here train-other-500) work alike."""
+    import shutil
+
+    caplog.set_level(logging.INFO)
+    lhotse_recs, lhotse_sups = prepare_librispeech_manifests(corpus.corpus_dir, tmp_path / "a")
+    assert "by lhotse's prepare_librispeech" in caplog.text
+    caplog.clear()
+    odd = tmp_path / "odd" / "my-part"  # not named after the part: read here, file by file
+    shutil.copytree(corpus.part_dir, odd)
+    shutil.copy(corpus.corpus_dir / "SPEAKERS.TXT", odd.parent / "SPEAKERS.TXT")
+    own_recs, own_sups = prepare_librispeech_manifests(odd, tmp_path / "b")
+    assert "by lhotse's prepare_librispeech" not in caplog.text
+
+    def same(m):  # paths differ by the copy
+        return [{**x.to_dict(), "sources": None} for x in m]
+
+    assert same(lhotse_recs) == same(own_recs) and same(lhotse_sups) == same(own_sups)
+    other = tmp_path / "LibriSpeech"
+    shutil.copytree(corpus.part_dir, other / "train-other-500")
+    recs, sups = prepare_librispeech_manifests(other, tmp_path / "c", part="train-other-500")
+    assert [r.id for r in recs] == corpus.utt_ids
+    assert manifest_paths(tmp_path / "c", "train-other-500")[0].is_file()
+
+
 @pytest.mark.parametrize("where", ["part", "parent"])
 def test_accepts_part_dir_or_parent_of_librispeech(corpus, tmp_path, where):
     given = corpus.part_dir if where == "part" else corpus.corpus_dir.parent

@@ -18,7 +18,9 @@ Feature types:
   mfcc    Kaldi-compatible MFCC, 13 cepstra + deltas + delta-deltas = 39 dims
 
 A re-run with the same inputs does nothing; a different checkpoint, config or input manifest
-rebuilds the dump. Load a dump with lhotse.load_manifest_lazy(...) and cut.load_features().
+rebuilds the dump. Load a dump with cpc.features.load_dump(DIR, PART, "librispeech") and
+cut.load_features(): storage paths are relative to the dump directory (data/ can be moved),
+and load_dump resolves them.
 
 Example:
     python local/extract_features.py --feat-type cpc --checkpoint exp/cpc_small/best.pt \\
