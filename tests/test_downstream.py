@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from lhotse import CutSet, load_manifest_lazy
 from lhotse.dataset import SimpleCutSampler
 from lhotse.dataset.collation import collate_custom_field, collate_features
 
+from cpc.features import resolve_cut_paths
 from tests.factories import make_labelled_manifests, mfcc_dump
 
 
@@ -26,7 +28,10 @@ def dump(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_sampler_and_collation_read_the_dump(dump: tuple[Path, Path]) -> None:
     feats_dir, _ = dump
-    cuts = load_manifest_lazy(feats_dir / "librispeech_cuts_train.jsonl.gz")
+    # storage paths are relative to the dump directory: plain lhotse plus one map resolves them
+    cuts = load_manifest_lazy(feats_dir / "librispeech_cuts_train.jsonl.gz").map(
+        partial(resolve_cut_paths, base=str(feats_dir))
+    )
     sampler = SimpleCutSampler(cuts, max_duration=5.0, shuffle=False)
     seen = 0
     for batch in sampler:
