@@ -25,7 +25,7 @@ from cpc.audio.align import (
 )
 from cpc.audio.constants import PHONE_TO_ID
 from cpc.audio.labels import read_cpc_labels
-from cpc.audio.lexicon import Lexicon
+from cpc.audio.lexicon import Lexicon, cmudict_pronunciations
 from tests.factories import make_tiny_corpus
 
 P = PHONE_TO_ID
@@ -40,6 +40,19 @@ def test_lexicon_cmudict_without_stress_and_counted_fallbacks() -> None:
     assert lex.pronounce("ZXQWV") == [P["SPN"]] and lex.pronounce("zxqwv") == [P["SPN"]]
     assert lex.oov == {"ZXQWV": 2} and lex.split == {"ILL-WILL": 1}
     assert lex.transcript("  THE -- CAT ") == [[P["DH"], P["AH"]], [P["K"], P["AE"], P["T"]]]
+
+
+def test_lexicon_possessives_and_stress() -> None:
+    words = {"CAT": ("K", "AE1", "T"), "DOG": ("D", "AO1", "G"), "ROSE": ("R", "OW1", "Z")}
+    lex = Lexicon(words)
+    assert lex.lookup("CAT'S") == ("K", "AE1", "T", "S")  # voiceless: S
+    assert lex.lookup("dog's") == ("D", "AO1", "G", "Z")  # voiced: Z
+    assert lex.lookup("ROSE'S") == ("R", "OW1", "Z", "IH0", "Z")  # sibilant: IH Z
+    assert Lexicon({"BUS": ("B", "AH", "S")}).lookup("BUS'S") == ("B", "AH", "S", "IH", "Z")
+    assert lex.lookup("CAT'LL") is None and lex.lookup("CAT'S'S") is None
+    assert Lexicon().lookup("ELINOR'S") == Lexicon().lookup("ELINOR") + ("Z",)
+    stressed = cmudict_pronunciations(stress=True)
+    assert stressed["THE"] == ("DH", "AH0") and cmudict_pronunciations()["THE"] == ("DH", "AH")
 
 
 def _scores(labels: list[int], strength: float = 5.0) -> np.ndarray:
