@@ -136,6 +136,12 @@ def phone_sequence(labels: np.ndarray) -> list[int]:
     return [int(p) for p in labels[keep] if p != BLANK]
 
 
+def ctc_min_steps(targets: list[int]) -> int:
+    """The fewest CTC output steps that can emit ``targets``: one per label, plus a blank
+    between each pair of equal neighbours."""
+    return len(targets) + sum(a == b for a, b in zip(targets[:-1], targets[1:]))
+
+
 def greedy_decode(logp: torch.Tensor) -> list[int]:
     """Best class per frame, repeats merged, blanks removed. ``logp`` (T, C)."""
     return phone_sequence(logp.argmax(-1).numpy())
@@ -488,6 +494,7 @@ def train_recognizer(train_cuts: CutSet, dim: int, cfg: AsrConfig) -> tuple[Phon
     losses: list[float] = []
     t0, c0 = time.time(), time.process_time()
     steps = epoch = 0
+    skipped: dict[str, str] = {}  # cuts that cannot contribute to the CTC loss, and why
     while epoch < cfg.epochs or steps < cfg.min_steps:  # the same rule for every feature set
         model.train()
         total, batches = 0.0, 0
@@ -499,10 +506,18 @@ def train_recognizer(train_cuts: CutSet, dim: int, cfg: AsrConfig) -> tuple[Phon
             x, lengths, cuts = _batch(batch)
             targets = [_targets(c) for c in cuts]
             tl = torch.tensor([len(t) for t in targets])
+            out_len = model.output_lengths(lengths)
+            for c, t, n in zip(cuts, targets, out_len.tolist()):
+                if not t:
+                    skipped.setdefault(c.id, "no phone in its labels")
+                elif ctc_min_steps(t) > n:
+                    need = ctc_min_steps(t)
+                    skipped.setdefault(
+                        c.id, f"{len(t)} phones need {need} CTC steps but the audio gives {n}"
+                    )
             if int(tl.sum()) == 0:
                 continue
             logp = model(x, lengths)
-            out_len = model.output_lengths(lengths)
             loss = ctc(logp.transpose(0, 1), torch.tensor(sum(targets, [])), out_len, tl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -514,6 +529,14 @@ def train_recognizer(train_cuts: CutSet, dim: int, cfg: AsrConfig) -> tuple[Phon
             raise AsrError("no training cut has a phone in its labels; check the stage-1 labels")
         steps += batches
         epoch += 1
+        if epoch == 1 and skipped:
+            logging.warning(
+                f"{len(skipped)} of {len(train_cuts)} training cuts add nothing to the CTC loss "
+                "(their labels have no phone, or more phones than the recogniser has output "
+                "steps): "
+                + "; ".join(f"{u}: {r}" for u, r in list(skipped.items())[:5])
+                + ". They are listed in results.json (skipped_train_cuts)"
+            )
         losses.append(round(total / max(batches, 1), 4))
         logging.info(f"ASR epoch {epoch} ({steps} updates): CTC loss {losses[-1]}")
     return model, {
@@ -522,6 +545,7 @@ def train_recognizer(train_cuts: CutSet, dim: int, cfg: AsrConfig) -> tuple[Phon
         "updates": steps,
         "train_seconds": round(time.time() - t0, 1),
         "train_cpu_seconds": round(time.process_time() - c0, 1),
+        "skipped_train_cuts": skipped,
     }
 
 

@@ -160,6 +160,24 @@ def test_run_asr_learning_curve(dump: Path, tmp_path: Path) -> None:
         evaluate(PhoneRecognizer(7, 4, 1), test, dim, cfg)
 
 
+def test_cuts_that_cannot_train_are_counted(
+    dump: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cpc.audio import asr
+
+    assert asr.ctc_min_steps([3, 3, 4, 4, 4, 5]) == 9 and asr.ctc_min_steps([]) == 0
+    cuts, dim = load_asr_cuts(dump, "train")
+    empty, long_ = sorted(c.id for c in cuts)[:2]
+    real = asr._targets
+    fake = {empty: [], long_: [5] * 10_000}  # no phone; more phones than output steps
+    monkeypatch.setattr(asr, "_targets", lambda c: fake[c.id] if c.id in fake else real(c))
+    _, log = asr.train_recognizer(cuts, dim, AsrConfig(hidden=8, layers=1, epochs=1, min_steps=0))
+    assert log["skipped_train_cuts"][empty] == "no phone in its labels"
+    assert log["skipped_train_cuts"][long_].startswith("10000 phones need 19999 CTC steps")
+    assert set(log["skipped_train_cuts"]) == {empty, long_}
+    assert "2 of" in caplog.text and "skipped_train_cuts" in caplog.text
+
+
 def test_dump_without_labels_is_refused(dump: Path, tmp_path: Path) -> None:
     import shutil
 
