@@ -57,7 +57,7 @@ class AsrConfig:
     hidden: int = 128
     layers: int = 2
     subsample: int = 2  # frames stacked into one LSTM step (2: 20 ms steps)
-    epochs: int = 4
+    epochs: int = 3
     min_steps: int = 500  # at least this many updates (more epochs on a small share)
     lr: float = 2e-3
     max_duration: float = 20.0  # seconds of audio per batch
