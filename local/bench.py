@@ -48,7 +48,8 @@ Outputs: a table on stdout, progress as log lines on stderr, and with --json PAT
   extract                 rtf_x_realtime (audio seconds per second), audio_s, elapsed_s
   probe                   s_per_epoch (linear), rows, linear / mlp details
   align                   seconds_per_audio_hour, audio_hours, iterations, seconds
-  asr                     seconds_per_epoch_per_hour, train_hours, seconds
+  asr                     seconds_per_epoch_per_hour, train_hours, seconds, epochs, updates,
+                          cpu_seconds
   abx                     seconds_per_1000_triplets, triplets, items
 
 Examples:
@@ -181,7 +182,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--align-iterations",
         type=int,
         default=0,
-        help="align part: re-alignment rounds (0: the recipe's 6, quick: 2)",
+        help="align part: re-alignment rounds (0: the recipe's 8, quick: 2)",
     )
     add("--abx-triplets", type=int, default=0, help="abx part: triplets (0: 20000, quick: 5000)")
     add("--seed", type=int, default=0, help="random seed of models and synthetic data")
@@ -875,12 +876,15 @@ def run_asr_epoch(manifest_dir: Path | None, work: Path, seed: int) -> dict[str,
     )
     cuts, dim = load_asr_cuts(feats, "train")
     hours = sum(c.duration for c in cuts) / 3600
-    cfg = AsrConfig(epochs=1, seed=seed)
+    cfg = AsrConfig(epochs=1, min_steps=0, seed=seed)  # exactly one epoch
     _, log = train_recognizer(cuts, dim, cfg)
     out = {
         "train_hours": round(hours, 4),
         "seconds": log["train_seconds"],
         "seconds_per_epoch_per_hour": round(log["train_seconds"] / hours, 1),
+        "epochs": log["epochs"],
+        "updates": log["updates"],
+        "cpu_seconds": log["train_cpu_seconds"],
         "model": f"{cfg.layers}-layer BiLSTM, {cfg.hidden} units, subsample {cfg.subsample}",
         "threads": torch.get_num_threads(),
     }
@@ -1022,7 +1026,7 @@ def _defaults(args: argparse.Namespace) -> None:
     args.corpus_speakers = args.corpus_speakers or (4 if q else 8)
     args.data_seconds = args.data_seconds or (3.0 if q else 10.0)
     args.probe_rows = args.probe_rows or (100_000 if q else 400_000)
-    args.align_iterations = args.align_iterations or (2 if q else 6)
+    args.align_iterations = args.align_iterations or (2 if q else 8)
     args.abx_triplets = args.abx_triplets or (5_000 if q else 20_000)
 
 

@@ -133,6 +133,7 @@ def test_data_extract_and_probe_parts(tmp_path: Path) -> None:
     assert a["audio_hours"] == pytest.approx(hours, abs=1e-4) and a["seconds_per_audio_hour"] > 0
     r = bench.run_asr_epoch(tmp_path / "manifests", tmp_path, seed=0)
     assert 0 < r["train_hours"] < hours and r["seconds_per_epoch_per_hour"] > 0
+    assert r["epochs"] == 1 and r["updates"] >= 1  # one epoch, whatever stage 6's minimum
     x = bench.run_abx(triplets=300, seed=0)
     assert x["triplets"] == 300 and x["seconds_per_1000_triplets"] > 0
 

@@ -43,7 +43,7 @@ def phone_labels(cut, n):
 # Stage 1 by forced alignment, and small budgets for the aligner, the probes and the
 # downstream ASR.
 ALIGN = [
-    *["--align", "true", "--align-iterations", "2", "--asr-epochs", "2"],
+    *["--align", "true", "--align-iterations", "2", "--asr-epochs", "2", "--asr-min-steps", "0"],
     *["--probe-min-steps", "1000"],
 ]
 

@@ -63,7 +63,7 @@ VITERBI_BATCH = 32  # utterances aligned together
 class AlignConfig:
     """Aligner settings (all recorded in ``alignment_stats.json``)."""
 
-    iterations: int = 6  # train + re-align rounds after the flat start
+    iterations: int = 8  # train + re-align rounds after the flat start
     epochs: int = 1  # classifier epochs per round (over all frames)
     min_steps: int = 300  # but at least this many batches per round (small corpora)
     context: int = 5  # spliced frames on each side of the classified frame
@@ -71,6 +71,7 @@ class AlignConfig:
     lr: float = 2e-3
     batch_frames: int = 1024
     min_frames: int = 3  # shortest duration of a phone (frames of 10 ms)
+    states: int = 3  # sub-phone states per phone (1: one class per phone; 3: begin/mid/end)
     prior_scale: float = 0.5  # log posterior - prior_scale * log prior
     test_fraction: float = 0.2  # split when no split files are given: per speaker
     seed: int = 42
@@ -101,16 +102,24 @@ class Chain:
         return int((~self.optional).sum())
 
 
-def build_chain(words: list[list[int]], min_frames: int = 1) -> Chain:
+def build_chain(words: list[list[int]], min_frames: int = 1, states: int = 1) -> Chain:
     """``SIL? w1 SIL? w2 ... SIL?`` with each phone repeated ``min_frames`` times (the
-    repeats are mandatory states, so the phone lasts at least that long)."""
-    phone: list[int] = [SIL_ID]
+    repeats are mandatory states, so the phone lasts at least that long).
+
+    With ``states`` > 1 each phone ``p`` is a left-to-right run of sub-phone classes
+    ``p * states + k`` (k = 0 .. states-1, the phone's begin ... end), the ``min_frames``
+    mandatory states shared among them as evenly as possible (at least one each); silence is
+    one class, ``SIL_ID * states``. A class ``c`` is phone ``c // states``."""
+    phone: list[int] = [SIL_ID * states]
     optional: list[bool] = [True]
+    n = max(min_frames, states)
+    reps = np.diff(np.linspace(0, n, states + 1).round().astype(int))
     for w in words:
         for p in w:
-            phone += [p] * min_frames
-            optional += [False] * min_frames
-        phone.append(SIL_ID)
+            for k, r in enumerate(reps):
+                phone += [p * states + k] * int(r)
+            optional += [False] * n
+        phone.append(SIL_ID * states)
         optional.append(True)
     return Chain(np.array(phone, dtype=np.int64), np.array(optional, dtype=bool))
 
@@ -193,8 +202,8 @@ def pause_frames(energy: np.ndarray, min_pause: int = 10, floor: float = 0.3) ->
 
 
 def flat_start(num_frames_: int, chain: Chain, pauses: np.ndarray | None = None) -> np.ndarray:
-    """Initial labels: the ``pauses`` frames (:func:`pause_frames`) are silence, and the
-    other frames are shared equally, in order, among the phones (the mandatory states).
+    """Initial labels (the chain's classes): the ``pauses`` frames (:func:`pause_frames`) are
+    silence, and the other frames are shared equally, in order, among the mandatory states.
     Without ``pauses`` (or when too few frames are left for the phones), the phones and
     the two edge silences share all frames equally."""
     phones = chain.phone[~chain.optional]
@@ -256,7 +265,7 @@ class _Frames:
 def _train_classifier(
     frames: _Frames, labels: np.ndarray, cfg: AlignConfig, gen: torch.Generator
 ) -> FrameClassifier:
-    model = FrameClassifier(frames.x.shape[1], cfg.context, cfg.hidden, len(PHONES))
+    model = FrameClassifier(frames.x.shape[1], cfg.context, cfg.hidden, len(PHONES) * cfg.states)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     y = torch.from_numpy(labels)
     n = len(frames)
@@ -338,7 +347,7 @@ def align_utterances(
     chains: dict[str, Chain] = {}
     kept: list[Utterance] = []
     for u in utts:
-        chain = build_chain(u.words, cfg.min_frames)
+        chain = build_chain(u.words, cfg.min_frames, cfg.states)
         if len(u.feats) < chain.min_frames:
             n_ph = sum(len(w) for w in u.words)
             failed[u.id] = (
@@ -355,19 +364,21 @@ def align_utterances(
             "audio); check the corpus's .trans.txt files"
         )
     frames = _Frames([u.feats for u in kept], cfg.context)
-    current = [
+    S = cfg.states
+    current = [  # classes of the chains' states (phone * S + sub-phone state)
         flat_start(len(u.feats), chains[u.id], None if u.energy is None else pause_frames(u.energy))
         for u in kept
     ]
+    ids = [u.id for u in kept]
     if reference is not None:
-        agree = _frame_agreement(dict(zip((u.id for u in kept), current)), reference)
+        agree = _frame_agreement(dict(zip(ids, (c // S for c in current))), reference)
         logging.info(f"flat start: frame agreement with the reference {agree:.1%}")
     history = []
     for it in range(cfg.iterations):
         t0 = time.time()
         y = np.concatenate(current)
         model = _train_classifier(frames, y, cfg, gen)
-        counts = np.bincount(y, minlength=len(PHONES)).astype(np.float64) + 1.0
+        counts = np.bincount(y, minlength=len(PHONES) * S).astype(np.float64) + 1.0
         log_prior = np.log(counts / counts.sum())
         post = _log_posteriors(model, frames)
         frame_acc = float((post.argmax(1) == y).mean())
@@ -380,7 +391,7 @@ def align_utterances(
             for i, lab in zip(idx, viterbi_batch(sc, [chains[kept[i].id] for i in idx])):
                 new[i] = lab
         changed = float(np.mean(np.concatenate(new) != y))
-        current = new
+        current = new  # sub-phone classes (phones when S is 1)
         history.append(
             {
                 "iteration": it + 1,
@@ -390,14 +401,14 @@ def align_utterances(
             }
         )
         if reference is not None:
-            agree = _frame_agreement(dict(zip((u.id for u in kept), current)), reference)
+            agree = _frame_agreement(dict(zip(ids, (c // S for c in current))), reference)
             history[-1]["frame_agreement_with_reference"] = agree
             logging.info(f"round {it + 1}: frame agreement with the reference {agree:.1%}")
         logging.info(
             f"alignment round {it + 1}/{cfg.iterations}: classifier agrees with the current "
             f"labels on {frame_acc:.1%} of frames; re-alignment changed {changed:.1%}"
         )
-    labels = {u.id: lab for u, lab in zip(kept, current)}
+    labels = {u.id: lab // S for u, lab in zip(kept, current)}
     return AlignResult(labels, failed, {"iterations": history})
 
 
@@ -522,6 +533,29 @@ def alignment_quality(hyp: dict[str, np.ndarray], ref: dict[str, np.ndarray]) ->
     }
 
 
+def pronunciation_mismatch(
+    words: dict[str, list[list[int]]], ref: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """How far the lexicon's phone sequences are from the reference's before any timing: the
+    phone error rate (kaldialign) of each utterance's pronunciations (``words``, silence
+    never in them) against its reference labels' runs with silence removed. Frames of
+    mismatched phones cannot agree however good the timing, so this bounds the agreement."""
+    import kaldialign
+
+    counts = {"ins": 0, "del": 0, "sub": 0}
+    n = 0
+    for utt in sorted(set(words) & set(ref)):
+        _, _, values = runs(ref[utt])
+        r = [int(v) for v in values if v != SIL_ID]
+        h = [p for w in words[utt] for p in w]
+        e = kaldialign.edit_distance(r, h)
+        for k in counts:
+            counts[k] += int(e[k])
+        n += len(r)
+    errors = sum(counts.values())
+    return {"per": round(errors / max(n, 1), 4), "ref_phones": n, **counts}
+
+
 def _report_failures(failed: dict[str, str], lexicon: Lexicon) -> None:
     if lexicon.oov:
         n = sum(lexicon.oov.values())
@@ -612,6 +646,9 @@ def align_corpus(
     )
     if ref is not None:
         quality = alignment_quality(result.labels, ref)
+        quality["pronunciation_mismatch"] = pronunciation_mismatch(
+            {u.id: u.words for u in utts if u.id in result.labels}, ref
+        )
         quality["reference"] = str(reference_dir)
         write_json_atomic(out_dir / QUALITY_FILE, quality)
         result.stats["quality"] = quality
@@ -619,6 +656,8 @@ def align_corpus(
             f"alignment vs {reference_dir}: frame agreement {quality['frame_agreement']:.1%} "
             f"over {quality['frames']} frames, boundary error median "
             f"{quality['boundary_error_median_ms']} ms "
-            f"({quality['boundaries_within_20ms']:.1%} within 20 ms)"
+            f"({quality['boundaries_within_20ms']:.1%} within 20 ms); the lexicon's phone "
+            f"sequences differ from the reference's by "
+            f"{quality['pronunciation_mismatch']['per']:.1%} PER"
         )
     return result

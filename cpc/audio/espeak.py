@@ -40,6 +40,7 @@ import numpy as np
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 POS_CHARACTER = 1
 espeakCHARS_UTF8 = 1
+espeakPHONEMES = 0x100  # synth flag: text may hold phoneme input [[...]] (espeak mnemonics)
 espeakINITIALIZE_PHONEME_EVENTS = 0x0001
 espeakEVENT_LIST_TERMINATED = 0
 espeakEVENT_END = 5
@@ -291,12 +292,15 @@ class Espeak:
         """The current value of an ``espeak_PARAMETER`` (e.g. ``espeakRATE``)."""
         return int(self._lib.espeak_GetParameter(param, 1))
 
-    def synthesize(self, text: str, seed: int | None = None) -> Synthesis:
+    def synthesize(self, text: str, seed: int | None = None, phonemes: bool = False) -> Synthesis:
         """Speak ``text`` (UTF-8, plain text, no SSML) and return the audio and phoneme events.
         The event samples count from the start of this call's audio. ``seed`` seeds the
         random generators espeak-ng uses for noise (breathy voices); without it, other code
-        in the process that calls libc's ``rand()`` can change the audio."""
+        in the process that calls libc's ``rand()`` can change the audio. ``phonemes``: words
+        written ``[[...]]`` in espeak-ng's phoneme mnemonics (e.g. ``[[h@l'oU]]``) are spoken
+        as written instead of by espeak-ng's spelling rules (``espeakPHONEMES``)."""
         data = text.encode("utf-8") + b"\0"
+        flags = espeakCHARS_UTF8 | (espeakPHONEMES if phonemes else 0)
         with self._lock:
             if seed is not None:
                 self._libc.srand(seed & 0xFFFFFFFF)
@@ -304,9 +308,7 @@ class Espeak:
                     self._set_rand_seed(seed & 0x7FFFFFFF)
             self._chunks = []
             self._events = []
-            err = self._lib.espeak_Synth(
-                data, len(data), 0, POS_CHARACTER, 0, espeakCHARS_UTF8, None, None
-            )
+            err = self._lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, flags, None, None)
             chunks, events = self._chunks, self._events
             self._chunks, self._events = [], []
         if err != EE_OK:

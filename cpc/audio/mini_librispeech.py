@@ -54,6 +54,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import re
 import time
 import traceback
 from collections import Counter
@@ -77,6 +78,7 @@ from cpc.audio.constants import (
     num_frames_from_samples,
 )
 from cpc.audio.espeak import find_espeak
+from cpc.audio.lexicon import Lexicon, cmudict_pronunciations
 from cpc.audio.text import AUSTEN_BOOKS, BookChapter, Sentence, austen_chapters
 from cpc.io import Pathlike, atomic_path
 
@@ -188,6 +190,56 @@ ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
     "aU@": ("AW", "ER"),
 }
 
+#: ARPAbet (CMUdict) -> the espeak-ng en-us phoneme mnemonic that speaks it, for the corpus's
+#: lexicon pronunciations (``pronunciations="cmudict"``). Each mnemonic maps back to the same
+#: single phone through ``ESPEAK_TO_ARPABET``. Vowels carry CMUdict's stress as espeak's marks
+#: (1 -> ``'``, 2 -> ``,``); unstressed AH, ER and IY use espeak's reduced vowels
+#: (``ARPABET_TO_ESPEAK_UNSTRESSED``).
+ARPABET_TO_ESPEAK: dict[str, str] = {
+    "AA": "A:",
+    "AE": "a",
+    "AH": "V",
+    "AO": "O:",
+    "AW": "aU",
+    "AY": "aI",
+    "B": "b",
+    "CH": "tS",
+    "D": "d",
+    "DH": "D",
+    "EH": "E",
+    "ER": "3:",
+    "EY": "eI",
+    "F": "f",
+    "G": "g",
+    "HH": "h",
+    "IH": "I",
+    "IY": "i:",
+    "JH": "dZ",
+    "K": "k",
+    "L": "l",
+    "M": "m",
+    "N": "n",
+    "NG": "N",
+    "OW": "oU",
+    "OY": "OI",
+    "P": "p",
+    "R": "r",
+    "S": "s",
+    "SH": "S",
+    "T": "t",
+    "TH": "T",
+    "UH": "U",
+    "UW": "u:",
+    "V": "v",
+    "W": "w",
+    "Y": "j",
+    "Z": "z",
+    "ZH": "Z",
+}
+ARPABET_TO_ESPEAK_UNSTRESSED: dict[str, str] = {"AH": "@", "ER": "3", "IY": "i"}
+PRONUNCIATIONS = ("cmudict", "espeak")
+_TEXT_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+
 MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
 PITCH_RANGE = (38, 62)  # espeakPITCH, per speaker
@@ -207,6 +259,42 @@ def espeak_to_arpabet(phoneme: str) -> tuple[str, ...]:
     unknown mnemonics map to ``("SPN",)``."""
     key = phoneme.lstrip("',%=")
     return ESPEAK_TO_ARPABET.get(key, ("SPN",))
+
+
+def espeak_phoneme_input(phones: tuple[str, ...]) -> str:
+    """A CMUdict pronunciation with stress digits (``("HH", "AH0", "L", "OW1")``) as espeak-ng
+    phoneme input, phonemes separated by ``|`` so that no two merge into one mnemonic
+    (``"[[h|@|l|'oU]]"``). Raises ``KeyError`` for a phone outside ARPAbet."""
+    out = []
+    for p in phones:
+        base = p.rstrip("012")
+        stress = p[len(base) :]
+        if stress == "0":
+            out.append(ARPABET_TO_ESPEAK_UNSTRESSED.get(base, ARPABET_TO_ESPEAK[base]))
+        else:
+            out.append({"1": "'", "2": ","}.get(stress, "") + ARPABET_TO_ESPEAK[base])
+    return "[[" + "|".join(out) + "]]"
+
+
+def lexicon_text(text: str, lexicon: Lexicon) -> tuple[str, int, int]:
+    """The synthesiser's input for ``text`` with every word ``lexicon`` knows (a stressed
+    CMUdict, see ``cmudict_pronunciations(stress=True)``) written as phoneme input, so it is
+    spoken as the lexicon says; other words and the punctuation stay text (espeak-ng's rules
+    speak them). Returns ``(input, words from the lexicon, words by espeak's rules)``."""
+    parts: list[str] = []
+    pos = n_lex = n_rules = 0
+    for m in _TEXT_WORD.finditer(text):
+        phones = lexicon.lookup(m.group())
+        parts.append(text[pos : m.start()])
+        if phones is None:
+            parts.append(m.group())
+            n_rules += 1
+        else:
+            parts.append(espeak_phoneme_input(phones))
+            n_lex += 1
+        pos = m.end()
+    parts.append(text[pos:])
+    return "".join(parts), n_lex, n_rules
 
 
 def num_frames(num_samples: int) -> int:
@@ -284,6 +372,9 @@ class ChapterJob:
     sentences: list[Sentence]
     channel: ChannelSpec | None
     out_dir: str  # the LibriSpeech/train-clean-100 directory
+    #: per sentence: (synthesiser input, words from the lexicon, words by espeak's rules);
+    #: None: the sentences' text, spoken by espeak's rules
+    inputs: list[tuple[str, int, int]] | None = None
 
 
 @dataclass
@@ -300,6 +391,8 @@ class ChapterResult:
     utterances: list[UttResult]
     rejected: int
     unmapped: dict[str, int] = field(default_factory=dict)
+    lexicon_words: int = 0  # words of the written utterances spoken from the lexicon
+    rules_words: int = 0  # ... and by espeak's spelling rules
 
 
 def design_speakers(n: int, rng: np.random.Generator) -> list[SpeakerSpec]:
@@ -488,7 +581,8 @@ def render_chapter(job: ChapterJob) -> ChapterResult:
     unmapped: Counter[str] = Counter()
     rejected = 0
     total = 0.0
-    for sent in job.sentences:
+    n_lex = n_rules = 0
+    for k, sent in enumerate(job.sentences):
         if utts and total >= job.target_seconds - 0.5 * total / len(utts):
             break
         pitch = int(np.clip(spk.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
@@ -499,7 +593,11 @@ def render_chapter(job: ChapterJob) -> ChapterResult:
         lead = int(rng.uniform(0.15, 0.5) * SAMPLE_RATE)
         trail = int(rng.uniform(0.15, 0.5) * SAMPLE_RATE)
         tts.set_parameters(rate=rate, pitch=pitch, pitch_range=prange)
-        syn = tts.synthesize(sent.text, seed=int(rng.integers(1, 2**31)))
+        text, lex_words, rules_words = (
+            job.inputs[k] if job.inputs is not None else (sent.text, 0, sent.num_words)
+        )
+        phonemes = job.inputs is not None
+        syn = tts.synthesize(text, seed=int(rng.integers(1, 2**31)), phonemes=phonemes)
         audio = signal.resample_poly(syn.samples.astype(np.float64) / 32768.0, up, down)
         n = lead + len(audio) + trail
         if not MIN_SECONDS <= n / SAMPLE_RATE <= MAX_SECONDS:
@@ -540,10 +638,12 @@ def render_chapter(job: ChapterJob) -> ChapterResult:
         sf.write(chap_dir / f"{utt_id}.flac", pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
         utts.append(UttResult(utt_id, n, sent.transcript, labels.tobytes()))
         total += n / SAMPLE_RATE
+        n_lex += lex_words
+        n_rules += rules_words
     with open(chap_dir / f"{spk.id}-{job.chapter_id}.trans.txt", "w") as f:
         for u in utts:
             f.write(f"{u.utt_id} {u.transcript}\n")
-    return ChapterResult(job.index, utts, rejected, dict(unmapped))
+    return ChapterResult(job.index, utts, rejected, dict(unmapped), n_lex, n_rules)
 
 
 def _resample_ratio(rate: int) -> tuple[int, int]:
@@ -640,6 +740,7 @@ def build_mini_librispeech(
     seed: int = 42,
     num_jobs: int = 2,
     text_root: Pathlike | None = None,
+    pronunciations: str = "cmudict",
 ) -> dict[str, Any]:
     """Build the embedded mini-LibriSpeech in ``out_dir`` (replaced as a whole, atomically).
 
@@ -647,6 +748,9 @@ def build_mini_librispeech(
     stops at its share; the total lands within about one utterance per chapter). clean: no
     recording channels. seed: all random choices. num_jobs: worker processes.
     text_root: the janeaustenr directory (default: see ``cpc.audio.text.find_janeaustenr``).
+    pronunciations: ``"cmudict"`` (default) speaks every word CMUdict knows with CMUdict's
+    first pronunciation (``lexicon_text``), the rest by espeak-ng's rules; ``"espeak"`` speaks
+    every word by espeak-ng's rules. The labels are espeak-ng's phoneme events either way.
 
     Returns the summary also written to ``out_dir/info.json``. Raises
     ``MiniLibriSpeechError`` (bad options, unwritable location), ``FileNotFoundError``
@@ -655,6 +759,10 @@ def build_mini_librispeech(
     t0 = time.time()
     out_dir = Path(out_dir)
     _check_options(speakers, minutes, num_jobs)
+    if pronunciations not in PRONUNCIATIONS:
+        raise MiniLibriSpeechError(
+            f"pronunciations {pronunciations!r}: choose one of {', '.join(PRONUNCIATIONS)}"
+        )
     _check_writable(out_dir)
     lib_path, _ = find_espeak()
     book_chapters = austen_chapters(text_root)
@@ -668,6 +776,7 @@ def build_mini_librispeech(
     n_ch = _chapters_per_speaker(per_speaker / 60.0)
     chapter_ids = rng_design.choice(np.arange(10000, 300000), size=speakers * n_ch, replace=False)
     book_order = rng_design.permutation(len(book_chapters))
+    lexicon = Lexicon(cmudict_pronunciations(stress=True)) if pronunciations == "cmudict" else None
     jobs: list[ChapterJob] = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -690,6 +799,9 @@ def build_mini_librispeech(
                         sentences=sents,
                         channel=None if clean else design_channel(rng_channel),
                         out_dir=str(subset_dir),
+                        inputs=None
+                        if lexicon is None
+                        else [lexicon_text(x.text, lexicon) for x in sents],
                     )
                 )
         log.info(
@@ -708,6 +820,7 @@ def build_mini_librispeech(
             "clean": clean,
             "seed": seed,
             "num_jobs": num_jobs,
+            "pronunciations": pronunciations,
         }
         summary["build_seconds"] = round(time.time() - t0, 1)
         summary = {"options": summary.pop("options"), **summary}
@@ -803,10 +916,12 @@ def _write_metadata(
     minutes_by_speaker: Counter[int] = Counter()
     chapter_rows = []
     unmapped: Counter[str] = Counter()
-    rejected = 0
+    rejected = lexicon_words = rules_words = 0
     for job, res in zip(jobs, results):
         assert job.index == res.index
         rejected += res.rejected
+        lexicon_words += res.lexicon_words
+        rules_words += res.rules_words
         unmapped.update(res.unmapped)
         chap_samples = 0
         for u in res.utterances:
@@ -883,6 +998,8 @@ def _write_metadata(
         "phones": list(PHONE_SYMBOLS),
         "label_class_counts": {p: int(all_counts.get(p, 0)) for p in PHONE_SYMBOLS},
         "unmapped_espeak_phonemes": dict(unmapped),
+        "words_spoken_from_lexicon": lexicon_words,
+        "words_spoken_by_espeak_rules": rules_words,
         "chance": {
             "phone_majority_class": maj,
             "phone_majority_frame_accuracy": round(maj_n / max(sum(all_counts.values()), 1), 4),

@@ -32,7 +32,8 @@ download_checksums=""   # stage -1: sha256sum-format file for archives other tha
 labels_url=""           # stage -1: directory URL of the CPC release's label files -> download_dir/cpc_labels (the default --labels-dir then)
 labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own; with --corpus-dir: forced alignment)
 align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
-align_iterations=6      # stage 1 (alignment): train + re-align rounds after the flat start
+align_iterations=8      # stage 1 (alignment): train + re-align rounds after the flat start
+align_states=3          # stage 1 (alignment): sub-phone states per phone (1 or 3: begin/middle/end)
 mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
 mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
@@ -55,7 +56,9 @@ probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of who
 probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
-asr_epochs=5            # stage 6: ASR training epochs (same for every feature set)
+asr_epochs=3            # stage 6: ASR training epochs (same for every feature set)
+asr_min_steps=500       # stage 6: ASR trains for at least this many updates (more epochs on a small share)
+asr_words=true          # stage 6: also decode words (CMUdict prefix tree + word bigram of the train transcripts) and score WER
 abx_max_triplets=20000  # stage 7: ABX triplets per mode (within / across speaker) at most
 
 declare -r _seed_default=$seed
@@ -142,7 +145,7 @@ fi
 # With --align true the labels are made by local/align.py in data/align (CPC release format);
 # --labels-dir, when given, then only provides the split and the reference for the agreement.
 stage1_labels=$labels_dir
-align_opts=(--iterations "$align_iterations" --seed "$seed")
+align_opts=(--iterations "$align_iterations" --states "$align_states" --seed "$seed")
 if [ "$align" = true ]; then
   stage1_labels=data/align
   [ -n "$labels_dir" ] && align_opts+=(--split-dir "$labels_dir" --reference-dir "$labels_dir")
@@ -224,10 +227,11 @@ fi
 
 # ---- stage 6: downstream ASR ----
 if begin_stage 6 "downstream ASR (CTC phone recogniser)" $exp_marks/stage6.done \
-    "seed=$seed fractions=${asr_fractions// /,} epochs=$asr_epochs feats=$(stage_sig $exp_marks/stage3.done)"; then
+    "seed=$seed fractions=${asr_fractions// /,} epochs=$asr_epochs min_steps=$asr_min_steps words=$asr_words feats=$(stage_sig $exp_marks/stage3.done)"; then
   # shellcheck disable=SC2046,SC2086
   python local/train_asr.py --feature-dir $(for f in $probe_feats; do echo data/$f; done) \
-    --output-dir $exp/asr --fractions $asr_fractions --epochs "$asr_epochs" --seed "$seed"
+    --output-dir $exp/asr --fractions $asr_fractions --epochs "$asr_epochs" \
+    --min-steps "$asr_min_steps" --words "$asr_words" --seed "$seed"
   end_stage $exp/asr/results.json $exp/asr/RESULTS.md
   log "ASR results: $exp/asr/RESULTS.md"
 fi

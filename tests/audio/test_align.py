@@ -20,12 +20,13 @@ from cpc.audio.align import (
     flat_start,
     make_split,
     pause_frames,
+    pronunciation_mismatch,
     viterbi,
     viterbi_batch,
 )
 from cpc.audio.constants import PHONE_TO_ID
 from cpc.audio.labels import read_cpc_labels
-from cpc.audio.lexicon import Lexicon
+from cpc.audio.lexicon import Lexicon, cmudict_pronunciations
 from tests.factories import make_tiny_corpus
 
 P = PHONE_TO_ID
@@ -40,6 +41,19 @@ def test_lexicon_cmudict_without_stress_and_counted_fallbacks() -> None:
     assert lex.pronounce("ZXQWV") == [P["SPN"]] and lex.pronounce("zxqwv") == [P["SPN"]]
     assert lex.oov == {"ZXQWV": 2} and lex.split == {"ILL-WILL": 1}
     assert lex.transcript("  THE -- CAT ") == [[P["DH"], P["AH"]], [P["K"], P["AE"], P["T"]]]
+
+
+def test_lexicon_possessives_and_stress() -> None:
+    words = {"CAT": ("K", "AE1", "T"), "DOG": ("D", "AO1", "G"), "ROSE": ("R", "OW1", "Z")}
+    lex = Lexicon(words)
+    assert lex.lookup("CAT'S") == ("K", "AE1", "T", "S")  # voiceless: S
+    assert lex.lookup("dog's") == ("D", "AO1", "G", "Z")  # voiced: Z
+    assert lex.lookup("ROSE'S") == ("R", "OW1", "Z", "IH0", "Z")  # sibilant: IH Z
+    assert Lexicon({"BUS": ("B", "AH", "S")}).lookup("BUS'S") == ("B", "AH", "S", "IH", "Z")
+    assert lex.lookup("CAT'LL") is None and lex.lookup("CAT'S'S") is None
+    assert Lexicon().lookup("ELINOR'S") == Lexicon().lookup("ELINOR") + ("Z",)
+    stressed = cmudict_pronunciations(stress=True)
+    assert stressed["THE"] == ("DH", "AH0") and cmudict_pronunciations()["THE"] == ("DH", "AH")
 
 
 def _scores(labels: list[int], strength: float = 5.0) -> np.ndarray:
@@ -66,6 +80,46 @@ def test_viterbi_places_optional_silence_only_where_there_is_silence() -> None:
     scores = [rng.normal(size=(int(n), 41)) for n in (13, 5, 30)]
     batch = viterbi_batch(scores, chains)
     assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+
+
+def test_sub_phone_states() -> None:
+    a, b = P["AA"], P["B"]
+    chain = build_chain([[a], [b]], min_frames=3, states=3)
+    assert chain.phone.tolist() == [
+        SIL,
+        3 * a,
+        3 * a + 1,
+        3 * a + 2,
+        SIL,
+        3 * b,
+        3 * b + 1,
+        3 * b + 2,
+        SIL,
+    ]
+    assert chain.min_frames == 6
+    five = build_chain([[a]], min_frames=5, states=3)  # 5 mandatory frames over 3 states
+    assert five.phone.tolist() == [SIL, 3 * a, 3 * a, 3 * a + 1, 3 * a + 2, 3 * a + 2, SIL]
+    # Viterbi over sub-phone classes: the path runs through each phone's states in order
+    truth = [SIL, 3 * a, 3 * a + 1, 3 * a + 1, 3 * a + 2, 3 * b, 3 * b + 1, 3 * b + 2, 3 * b + 2]
+    scores = np.zeros((len(truth), 41 * 3))
+    scores[np.arange(len(truth)), truth] = 5.0
+    assert viterbi(scores, chain).tolist() == truth
+    # the flat start shares the frames among the states in order (edges 0 2 3 5 6 8)
+    flat = flat_start(8, build_chain([[a]], 3, 3)).tolist()
+    assert flat == [SIL, SIL, 3 * a, 3 * a + 1, 3 * a + 1, 3 * a + 2, SIL, SIL]
+
+
+def test_pronunciation_mismatch_counts_phone_errors() -> None:
+    a, b, c = P["AA"], P["B"], P["K"]
+    ref = {"u": np.array([SIL, a, a, b, b, SIL, SIL, c, c, SIL]), "v": np.array([SIL, a, SIL])}
+    words = {"u": [[a, b], [a]], "v": [[a]], "w": [[b]]}  # u: c said as a; w has no reference
+    assert pronunciation_mismatch(words, ref) == {
+        "per": 0.25,
+        "ref_phones": 4,
+        "ins": 0,
+        "del": 0,
+        "sub": 1,
+    }
 
 
 def test_flat_start_and_pauses() -> None:

@@ -17,6 +17,7 @@ from lhotse.utils import compute_num_frames
 from cpc.audio import espeak as E
 from cpc.audio import mini_librispeech as M
 from cpc.audio.constants import ARPABET
+from cpc.audio.lexicon import Lexicon, cmudict_pronunciations
 from cpc.audio.text import find_janeaustenr
 from tests.needs import require
 
@@ -116,11 +117,46 @@ def test_espeak_phoneme_mapping() -> None:
     assert len(M.PHONE_SYMBOLS) == 41 and M.PHONE_SYMBOLS[0] == "SIL"
 
 
+def test_lexicon_pronunciations_as_espeak_phoneme_input() -> None:
+    assert set(M.ARPABET_TO_ESPEAK) == set(ARPABET)
+    for table in (M.ARPABET_TO_ESPEAK, M.ARPABET_TO_ESPEAK_UNSTRESSED):
+        for phone, mnemonic in table.items():  # the labels spell the lexicon's phone back
+            assert M.espeak_to_arpabet(mnemonic) == (phone,), phone
+            assert M.espeak_to_arpabet("'" + mnemonic) == (phone,), phone
+    assert M.espeak_phoneme_input(("HH", "AH0", "L", "OW1")) == "[[h|@|l|'oU]]"
+    assert M.espeak_phoneme_input(("K", "AA2", "R", "T", "SH", "IH0", "P")) == (
+        "[[k|,A:|r|t|S|I|p]]"  # '|' keeps t + S from being read as tS (CH)
+    )
+    lex = Lexicon({"IT": ("IH1", "T"), "IS": ("IH1", "Z"), "ANNE": ("AE1", "N")})
+    assert M.lexicon_text("It is Zzyzx, it! Anne's.", lex) == (
+        "[['I|t]] [['I|z]] Zzyzx, [['I|t]]! [['a|n|z]].",
+        4,
+        1,
+    )
+
+
+def test_phoneme_input_is_spoken_as_the_lexicon_says() -> None:
+    require(not _missing_inputs(), ESPEAK)
+    lex = Lexicon(cmudict_pronunciations(stress=True))
+    text = "Mother carried a very little story."
+    spoken, n_lex, n_rules = M.lexicon_text(text, lex)
+    assert (n_lex, n_rules) == (6, 0)
+    tts = E.get_espeak()
+    tts.set_voice("en-us")
+    events = tts.synthesize(spoken, seed=1, phonemes=True).events
+    got = [p for e in events for p in M.espeak_to_arpabet(e.phoneme) if p != "SIL"]
+    assert got == [p for w in Lexicon().transcript(text) for p in (M.PHONE_SYMBOLS[i] for i in w)]
+    by_rules = tts.synthesize(text, seed=1).events  # espeak's own rules say it otherwise
+    assert [p for e in by_rules for p in M.espeak_to_arpabet(e.phoneme) if p != "SIL"] != got
+
+
 def test_bad_options_and_unwritable_out_dir(tmp_path: Path) -> None:
     with pytest.raises(M.MiniLibriSpeechError, match="--speakers"):
         M.build_mini_librispeech(tmp_path / "x", speakers=0)
     with pytest.raises(M.MiniLibriSpeechError, match="--minutes"):
         M.build_mini_librispeech(tmp_path / "x", minutes=-1)
+    with pytest.raises(M.MiniLibriSpeechError, match="pronunciations 'ipa': choose one of"):
+        M.build_mini_librispeech(tmp_path / "x", pronunciations="ipa")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(M.MiniLibriSpeechError, match="writable --out-dir"):
@@ -290,7 +326,14 @@ def test_same_seed_same_corpus(corpora: dict[str, Path]) -> None:
 
 def test_info_json(corpora: dict[str, Path]) -> None:
     info = json.loads((corpora["channel"] / "info.json").read_text())
-    assert info["options"] == {**TINY, "clean": False}
+    assert info["options"] == {**TINY, "clean": False, "pronunciations": "cmudict"}
+    words = sum(
+        len(line.split()) - 1
+        for t in (corpora["channel"] / "LibriSpeech").glob("*/*/*/*.trans.txt")
+        for line in t.read_text().splitlines()
+    )
+    assert info["words_spoken_from_lexicon"] + info["words_spoken_by_espeak_rules"] == words
+    assert info["words_spoken_from_lexicon"] > 0.9 * words
     assert info["num_speakers"] == 3
     assert info["num_chapters"] == len(info["chapters"]) == 6
     assert info["num_utterances"] == len(_labels(corpora["channel"]))

@@ -51,6 +51,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=d.iterations, help="re-align rounds")
     parser.add_argument("--epochs", type=int, default=d.epochs, help="classifier epochs/round")
     parser.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest phone")
+    parser.add_argument(
+        "--states", type=int, default=d.states, help="sub-phone states per phone (1 or 3)"
+    )
+    parser.add_argument(
+        "--context", type=int, default=d.context, help="spliced frames on each side"
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
     parser.add_argument("--num-threads", type=int, default=2, help="torch threads")
     parser.add_argument("--part", default=LIBRISPEECH_PART, help="LibriSpeech part")
@@ -62,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     torch.set_num_threads(args.num_threads)
     cfg = AlignConfig(
-        iterations=args.iterations, epochs=args.epochs, min_frames=args.min_frames, seed=args.seed
+        iterations=args.iterations,
+        epochs=args.epochs,
+        min_frames=args.min_frames,
+        states=args.states,
+        context=args.context,
+        seed=args.seed,
     )
     try:
         align_corpus(

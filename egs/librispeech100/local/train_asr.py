@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from cpc.audio.asr import AsrConfig, AsrError, results_table, run_asr
-from cpc.cli import HelpFormatter, dataclass_from_args
+from cpc.cli import HelpFormatter, dataclass_from_args, str2bool
 from cpc.features import FeatureDumpError
 from cpc.io import write_json_atomic, write_text_atomic
 from cpc.log import setup_logging
@@ -44,6 +44,12 @@ def get_parser() -> argparse.ArgumentParser:
         help="shares of the train split to train on (a learning curve)",
     )
     parser.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=d.min_steps,
+        help="train for at least this many updates (more epochs on a small share)",
+    )
     parser.add_argument("--hidden", type=int, default=d.hidden, help="LSTM units per direction")
     parser.add_argument("--layers", type=int, default=d.layers, help="BiLSTM layers")
     parser.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
@@ -51,6 +57,18 @@ def get_parser() -> argparse.ArgumentParser:
         "--max-duration", type=float, default=d.max_duration, help="seconds of audio per batch"
     )
     parser.add_argument("--beam", type=int, default=d.beam, help="beam-search width")
+    parser.add_argument(
+        "--words",
+        type=str2bool,
+        default=d.words,
+        help="also decode words (CMUdict prefix tree + word bigram of the train transcripts): WER",
+    )
+    parser.add_argument(
+        "--lm-weight", type=float, default=d.lm_weight, help="word decoding: bigram weight"
+    )
+    parser.add_argument(
+        "--word-bonus", type=float, default=d.word_bonus, help="word decoding: score per word"
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
     parser.add_argument("--num-threads", type=int, default=2, help="torch threads")
     return parser
@@ -74,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         "# Downstream ASR: CTC phone recogniser on the feature dumps",
         "",
-        f"Phone error rate (%) on the test split, greedy / beam {cfg.beam}; training on a "
-        f"share of the train split ({cfg.layers}-layer BiLSTM, {cfg.hidden} units, "
-        f"{cfg.epochs} epochs, the same for every feature set).",
+        f"Phone error rate (%) on the test split, greedy / beam {cfg.beam}"
+        + ("; word error rate (%) of lexicon-constrained decoding" if cfg.words else "")
+        + f". Training on a share of the train split ({cfg.layers}-layer BiLSTM, "
+        f"{cfg.hidden} units, {cfg.epochs} epochs and at least {cfg.min_steps} updates of "
+        f"{cfg.max_duration:g} s batches, the same for every feature set).",
         "",
         *results_table(results),
         "",
