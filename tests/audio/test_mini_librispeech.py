@@ -158,7 +158,7 @@ def test_missing_text_error(tmp_path: Path) -> None:
 
 def test_layout_and_formats(corpora: dict[str, Path]) -> None:
     root = corpora["channel"]
-    assert sorted(p.name for p in root.iterdir()) == ["LibriSpeech", "info.json", "labels"]
+    assert sorted(p.name for p in root.iterdir()) == ["LibriSpeech", "info.json", "labels", "voices"]
     assert not list(root.parent.glob(".channel*"))  # no temporary directory left over
     subset = root / "LibriSpeech" / "train-clean-100"
     flacs = sorted(subset.glob("*/*/*.flac"))
@@ -283,8 +283,9 @@ def test_same_seed_same_corpus(corpora: dict[str, Path]) -> None:
         xb, _ = sf.read(_flac(b, utt), dtype="int16")
         assert np.array_equal(xa, xb), utt
     ia, ib = (json.loads((d / "info.json").read_text()) for d in (a, b))
-    ia.pop("build_seconds")
-    ib.pop("build_seconds")
+    for key in ("build_seconds", "build_cpu_seconds"):
+        ia.pop(key)
+        ib.pop(key)
     assert ia == ib
 
 
@@ -301,7 +302,8 @@ def test_info_json(corpora: dict[str, Path]) -> None:
     assert 0 < chance["phone_majority_frame_accuracy"] < 0.5
     for s in info["speakers"]:
         assert s["voice"].startswith("en-us+") and s["utterances"] >= 2
-        assert M.PITCH_RANGE[0] <= s["pitch"] <= M.PITCH_RANGE[1]
+        assert M.RATE_RANGE[0] <= s["rate"] <= M.RATE_RANGE[1]
+        assert s["voice"] == f"en-us+spk{s['id']}" and s["voice_file"] == f"voices/spk{s['id']}"
     for c in info["chapters"]:
         ch = c["channel"]
         assert 60 <= ch["highpass_hz"] <= 300 and 3500 <= ch["lowpass_hz"] <= 7500
