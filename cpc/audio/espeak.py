@@ -320,7 +320,7 @@ def stock_data_path() -> str:
     """The espeak-ng-data directory of the library ``find_espeak()`` finds (the wheel's, or
     Debian's compiled-in default). Raises ``EspeakNotFoundError`` when there is none."""
     _, data = find_espeak()
-    for path in ([data] if data else list(DEBIAN_DATA)):
+    for path in [data] if data else list(DEBIAN_DATA):
         if (Path(path) / "phontab").is_file():
             return str(path)
     raise EspeakNotFoundError(

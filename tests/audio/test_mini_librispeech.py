@@ -158,7 +158,12 @@ def test_missing_text_error(tmp_path: Path) -> None:
 
 def test_layout_and_formats(corpora: dict[str, Path]) -> None:
     root = corpora["channel"]
-    assert sorted(p.name for p in root.iterdir()) == ["LibriSpeech", "info.json", "labels", "voices"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "LibriSpeech",
+        "info.json",
+        "labels",
+        "voices",
+    ]
     assert not list(root.parent.glob(".channel*"))  # no temporary directory left over
     subset = root / "LibriSpeech" / "train-clean-100"
     flacs = sorted(subset.glob("*/*/*.flac"))
