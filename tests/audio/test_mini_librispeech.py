@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,28 @@ def test_info_json(corpora: dict[str, Path]) -> None:
         assert 20 <= ch["noise_snr_db"] <= 40
     clean_info = json.loads((corpora["clean"] / "info.json").read_text())
     assert all(c["channel"] is None for c in clean_info["chapters"])
+
+
+def test_speakers_have_their_own_voice_in_every_chapter(corpora: dict[str, Path]) -> None:
+    out = corpora["channel"]
+    info = json.loads((out / "info.json").read_text())
+    files = {p.name: p.read_text() for p in sorted((out / "voices").iterdir())}
+    speakers = {s["id"]: s for s in info["speakers"]}
+    assert sorted(files) == sorted(f"spk{i}" for i in speakers)
+    assert len(set(files.values())) == len(speakers)  # every speaker's voice file differs
+    assert not (out / ".espeak-ng-data").exists()  # the linked data directory is not kept
+    for sid, s in speakers.items():
+        text = files[f"spk{sid}"]
+        p = s["voice_params"]
+        assert f"pitch {p['pitch_hz']} {p['pitch_top_hz']}" in text
+        assert f"formant 1 {p['formant_freq'][1]} " in text
+    # the voices do not depend on the channels: the clean build has the same files
+    clean = {p.name: p.read_text() for p in (corpora["clean"] / "voices").iterdir()}
+    assert clean == files
+    # each speaker reads >= 2 chapters, all with their own voice (SPEAKERS.TXT lists it)
+    per_speaker = Counter(c["speaker"] for c in info["chapters"])
+    assert set(per_speaker) == set(speakers) and min(per_speaker.values()) >= 2
+    listing = (out / "LibriSpeech" / "SPEAKERS.TXT").read_text()
+    for sid, s in speakers.items():
+        assert f"en-us+spk{sid} f0 {s['voice_params']['pitch_hz']} Hz" in listing
+    assert info["build_cpu_seconds"]["workers"] > 0
