@@ -42,6 +42,7 @@ nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
+baselines=true          # stages 3-5: also dump and probe the MFCC and random-init baselines (false: the model's own features only, e.g. for local/run_table2.sh)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
@@ -143,6 +144,12 @@ fi
 # ---- stage 3: feature dumps ----
 dump_dirs="cpc_$tag mfcc random_$tag"
 if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z random_${tag}_z"; fi
+baselines_sig=""  # only a run without baselines says so: the default's identity is unchanged
+if [ "$baselines" != true ]; then
+  baselines_sig="baselines=false "
+  dump_dirs="cpc_$tag"
+  if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z"; fi
+fi
 probe_feats=$dump_dirs
 if [ -n "$checkpoint" ]; then
   model_sig="checkpoint=$ckpt_sig"
@@ -152,17 +159,19 @@ else
   cpc_ckpt=$exp/best.pt
 fi
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
-    "dump_z=$dump_z $model_sig data=$(stage_sig $data_marks/stage1.done)"; then
+    "dump_z=$dump_z ${baselines_sig}$model_sig data=$(stage_sig $data_marks/stage1.done)"; then
   # shellcheck disable=SC2086
   python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
     ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
     --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
-  python local/extract_features.py --feat-type mfcc \
-    --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
-  # shellcheck disable=SC2086
-  python local/extract_features.py --feat-type random --config "$config" \
-    ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
-    --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
+  if [ "$baselines" = true ]; then
+    python local/extract_features.py --feat-type mfcc \
+      --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
+    # shellcheck disable=SC2086
+    python local/extract_features.py --feat-type random --config "$config" \
+      ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
+      --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
+  fi
   end_stage $(for f in $dump_dirs; do echo data/$f/info.json; done)
 fi
 
