@@ -88,27 +88,26 @@ run_variant() {  # v slot: run.sh stages 2-4 for one variant, on GPU `slot` when
 declare -A started  # tags already launched: variants with the same overrides share one run
 failed=()
 running=()  # "pid:variant:slot"
-free_slots=$(seq 0 $((gpus - 1)))
+read -r -a free_slots <<<"$(seq -s ' ' 0 $((gpus - 1)))"  # GPUs not in use
 for v in $variants; do
   t=${tag_of[$v]}
   if [ -n "${started[$t]:-}" ]; then
     log "variant $v is exp/$t, already run for ${started[$t]}"
     continue
   fi
-  while [ -z "$free_slots" ]; do  # wait for a variant to finish and free its GPU
+  while [ ${#free_slots[@]} -eq 0 ]; do  # wait for a variant to finish and free its GPU
     wait -n || true
     keep=()
     for r in "${running[@]}"; do
       IFS=: read -r pid rv slot <<<"$r"
       if kill -0 "$pid" 2>/dev/null; then keep+=("$r"); continue; fi
       wait "$pid" || { failed+=("$rv"); log "variant $rv failed: see $out_dir/log/$rv.log"; }
-      free_slots="$free_slots $slot"
+      free_slots+=("$slot")
     done
     running=("${keep[@]}")
-    free_slots=$(echo $free_slots)
   done
-  slot=${free_slots%% *}
-  free_slots=$(echo "${free_slots#"$slot"}")
+  slot=${free_slots[0]}
+  free_slots=("${free_slots[@]:1}")
   started[$t]=$v
   log "variant $v: exp/$t (overrides: ${ovr_of[$v]}), log $out_dir/log/$v.log"
   run_variant "$v" "$slot" &
