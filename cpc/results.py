@@ -64,7 +64,9 @@ class ResultsSpec:
 
     ``rows``: feature types in display order with their labels (a type missing from the
     experiment shows ``pending``); ``paper``: ``{row: {column key: percent}}``;
-    ``paper_only``: rows shown with the paper's numbers only (e.g. ``supervised``);
+    ``paper_only``: rows shown with the paper's numbers only (e.g. ``supervised``) until the
+    experiment has probe results of that feature type, which then fill the row (its label
+    kept);
     ``preferred_dirs(tag)``: feature directories that win when two dumps share a type;
     ``sections(ctx)``: markdown lines appended after the table (chance levels, protocol),
     which may draw figures (appending to ``ctx.figures`` and ``ctx.figure_notes``) and add
@@ -151,7 +153,7 @@ def render_table(spec: ResultsSpec, rows: dict[str, dict[str, Any]]) -> list[str
     head += [f"paper: {c.header}" for c in paper_cols]
     out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for ftype, r in rows.items():
-        label = spec.rows.get(ftype, ftype)
+        label = spec.rows.get(ftype) or spec.paper_only.get(ftype) or ftype
         name = f"{label} (`{r['feature_dir']}`)" if r["feature_dir"] else label
         status = r.get("status", {})
         cells = [name, str(r["dim"] or "–")]
@@ -159,6 +161,8 @@ def render_table(spec: ResultsSpec, rows: dict[str, dict[str, Any]]) -> list[str
         cells += [_paper(spec, ftype, c.key) for c in paper_cols]
         out.append("| " + " | ".join(cells) + " |")
     for ftype, label in spec.paper_only.items():
+        if ftype in rows:
+            continue  # measured: shown above
         cells = [f"{label} (paper only)", "–", *["–" for _ in spec.columns]]
         cells += [_paper(spec, ftype, c.key) for c in paper_cols]
         out.append("| " + " | ".join(cells) + " |")

@@ -27,3 +27,27 @@ def test_status_cells_show_their_text_and_are_not_pending(tmp_path: Path) -> Non
     md = (tmp_path / "RESULTS.md").read_text()
     assert "| X (`feat_x`) | 3 | 50.0 | not available |" in md
     assert "| Y | – | pending | pending |" in md
+
+
+def test_paper_only_row_is_filled_once_measured(tmp_path: Path) -> None:
+    spec = ResultsSpec(
+        title="t",
+        intro="i",
+        columns=[Column("a", "A", "task", "a")],
+        rows={"x": "X"},
+        paper={"x": {"a": 60.0}, "sup": {"a": 70.0}},
+        paper_only={"sup": "Supervised"},
+    )
+    for name, ftype, acc in (("feat_x", "x", 0.5), ("sup_x", "sup", 0.75)):
+        d = tmp_path / "probe_task" / name
+        d.mkdir(parents=True)
+        res = {"feature_type": ftype, "dim": 3, "a": {"accuracy": acc}}
+        (d / "results.json").write_text(json.dumps(res))
+    make_results(tmp_path, "tag", spec)
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| Supervised (`sup_x`) | 3 | 75.0 | 70 |" in md
+    assert "paper only" not in md
+    # without its results, the row shows the paper's number only
+    (tmp_path / "probe_task" / "sup_x" / "results.json").unlink()
+    make_results(tmp_path, "tag", spec)
+    assert "| Supervised (paper only) | – | – | 70 |" in (tmp_path / "RESULTS.md").read_text()

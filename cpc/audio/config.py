@@ -42,6 +42,12 @@ class CPCModelConfig:
     # same_group ("same speaker"), batch_excl, same_group_excl, current_sequence
     negatives: str = "batch"
     sample_rate: int = SAMPLING_RATE
+    # What the network is trained for: cpc (InfoNCE), or the supervised baselines of the
+    # paper's Table 1, the same encoder + GRU trained end to end with cross-entropy of a linear
+    # layer on c_t at every frame: phone (the frame's phone label) or speaker (the window's
+    # speaker). num_classes: phone 0 = the 41 phone classes; speaker: the training speakers.
+    objective: Literal["cpc", "phone", "speaker"] = "cpc"
+    num_classes: int = 0
 
 
 @dataclass
@@ -84,6 +90,13 @@ def validate_model_config(m: CPCModelConfig) -> None:
     for name in ("channels", "context_dim", "gru_layers", "prediction_steps"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.objective == "speaker" and m.num_classes < 2:
+        raise ConfigError(
+            f"model.objective=speaker needs model.num_classes >= 2 (the number of training "
+            f"speakers), got {m.num_classes}"
+        )
+    if m.num_classes < 0:
+        raise ConfigError(f"model.num_classes must be >= 0, got {m.num_classes}")
     if m.num_negatives < 0:
         raise ConfigError(f"model.num_negatives must be >= 0 (0: all pairs), got {m.num_negatives}")
     try:

@@ -35,7 +35,9 @@ gets another signature; the same corpus moved elsewhere keeps its signature.
 Audio is read with soundfile straight from the file (seeking to the window) when the cut is
 a plain single-file, single-channel recording at the model's sampling rate, else through
 ``cut.truncate(...).load_audio()``. Batches: ``{"wave": (n, window) float32, "group": (n,)
-int64 speaker index}``.
+int64 speaker index}``, and with ``with_labels`` (the supervised phone baseline) ``"phone":
+(n, window // 160) int64``: for every 10 ms frame of the window, the stage-1 label of the cut
+frame holding that frame's centre sample (:func:`window_frame_labels`).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from lhotse.utils import compute_num_samples
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cpc.audio.config import AudioDataConfig
-from cpc.audio.constants import HOP, SAMPLING_RATE, cuts_path
+from cpc.audio.constants import HOP, LABEL_FIELD, SAMPLING_RATE, cuts_path
 from cpc.io import Pathlike
 
 TRAIN_CUTS = cuts_path(".", "train").name
@@ -93,6 +95,7 @@ class _CutTable:
     file_offsets: np.ndarray  # int64: first sample of the cut in its file
     lengths: np.ndarray  # int64: samples
     groups: np.ndarray  # int64: speaker index
+    labels: list[np.ndarray] | None = None  # per cut: stage-1 phone label of every 10 ms frame
 
 
 def _fast_path(cut: Any, sample_rate: int) -> str | None:
@@ -105,6 +108,27 @@ def _fast_path(cut: Any, sample_rate: int) -> str | None:
         return None
     src = str(rec.sources[0].source)
     return src if Path(src).suffix.lower() in _SF_SUFFIXES else None
+
+
+def window_frame_labels(labels: np.ndarray, start: int, num_frames: int) -> np.ndarray:
+    """Labels of the ``num_frames`` 10 ms frames of a window starting at sample ``start`` of a
+    cut whose frame ``i`` (samples ``[160 i, 160 i + 160)``) has label ``labels[i]``: window
+    frame ``j`` takes the label of the cut frame holding its centre sample
+    ``start + 160 j + 80`` (the last label past the end; -100 when the cut has none)."""
+    if len(labels) == 0:
+        return np.full(num_frames, -100, dtype=np.int64)
+    idx = (start + HOP * np.arange(num_frames) + HOP // 2) // HOP
+    return labels[np.minimum(idx, len(labels) - 1)].astype(np.int64)
+
+
+def _cut_labels(cut: Any) -> np.ndarray:
+    """The stage-1 phone labels of a cut; AudioDataError when it has none."""
+    if not (cut.custom and LABEL_FIELD in cut.custom):
+        raise AudioDataError(
+            f"cut {cut.id} has no {LABEL_FIELD}; the supervised phone objective needs the "
+            "labelled cuts of stage 1 (run stages 0-1)"
+        )
+    return np.asarray(cut.load_custom(LABEL_FIELD)).reshape(-1)
 
 
 def _speaker(cut: Any) -> str | None:
@@ -160,6 +184,10 @@ class WindowDataset(Dataset):
         waves = np.stack([self.read(int(ci), int(st)) for ci, st in specs])
         groups = self.table.groups[specs[:, 0]]
         batch = {"wave": torch.from_numpy(waves), "group": torch.from_numpy(groups.copy())}
+        if self.table.labels is not None:
+            n = self.window // HOP
+            lab = [window_frame_labels(self.table.labels[int(c)], int(s), n) for c, s in specs]
+            batch["phone"] = torch.from_numpy(np.stack(lab))
         return batch, dict(next_pos)
 
 
@@ -198,11 +226,18 @@ def _usable(cut: Any, window: int, sample_rate: int) -> Any | None:
 
 
 def _build_table(
-    cuts: Any, window: int, sample_rate: int, speaker_index: dict[str, int] | None = None
+    cuts: Any,
+    window: int,
+    sample_rate: int,
+    speaker_index: dict[str, int] | None = None,
+    with_labels: bool = False,
 ) -> tuple[_CutTable, list[str]]:
     """The table of the cuts long enough for one window, and the sorted speaker list (or
-    ``speaker_index``'s, when given). Short cuts and cuts without a speaker are logged."""
+    ``speaker_index``'s, when given: a speaker not in it gets a new index past its end; the
+    dict is not changed). Short cuts and cuts without a speaker are logged. ``with_labels``:
+    also the cuts' stage-1 phone labels."""
     ids, paths, keep, offsets, lengths, speakers = [], [], [], [], [], []
+    labels: list[np.ndarray] = []
     skipped, skipped_s, no_spk = 0, 0.0, 0
     for cut in cuts:
         usable = _usable(cut, window, sample_rate)
@@ -222,6 +257,8 @@ def _build_table(
         offsets.append(compute_num_samples(cut.start, sample_rate) if path else 0)
         lengths.append(cut.num_samples)
         speakers.append(spk)
+        if with_labels:
+            labels.append(_cut_labels(cut))
     if skipped:
         logging.info(
             f"skipped {skipped} cut(s) shorter than the {window}-sample window "
@@ -236,7 +273,7 @@ def _build_table(
         if speaker_index is None
         else sorted(speaker_index, key=speaker_index.get)
     )
-    index = speaker_index or {s: i for i, s in enumerate(names)}
+    index = dict(speaker_index) if speaker_index else {s: i for i, s in enumerate(names)}
     table = _CutTable(
         ids=ids,
         paths=paths,
@@ -244,6 +281,7 @@ def _build_table(
         file_offsets=np.asarray(offsets, dtype=np.int64),
         lengths=np.asarray(lengths, dtype=np.int64),
         groups=np.asarray([index.setdefault(s, len(index)) for s in speakers], dtype=np.int64),
+        labels=labels if with_labels else None,
     )
     return table, names
 
@@ -338,6 +376,7 @@ class AudioWindowData:
         seed: fixes window shifts and batch composition of every epoch.
         sample_rate: the model's rate; cuts at another rate are resampled on load.
         pin_memory: pin batches (when training on GPU).
+        with_labels: batches also carry the frames' phone labels (``"phone"``).
     """
 
     def __init__(
@@ -347,10 +386,11 @@ class AudioWindowData:
         seed: int,
         sample_rate: int = SAMPLING_RATE,
         pin_memory: bool = False,
+        with_labels: bool = False,
     ) -> None:
         self.cfg, self.seed, self.sample_rate, self.pin_memory = cfg, seed, sample_rate, pin_memory
         w = cfg.window
-        self.table, self.speakers = _build_table(cuts, w, sample_rate)
+        self.table, self.speakers = _build_table(cuts, w, sample_rate, with_labels=with_labels)
         if not self.table.ids:
             raise AudioDataError(
                 f"no cut is at least {w} samples ({w / sample_rate:.2f} s) long; use a shorter "
@@ -438,11 +478,22 @@ class ValidWindows:
     Every validation cut gives its non-overlapping windows from its start; windows are
     grouped into chunks of ``windows_per_speaker`` like training batches (a fixed shuffle,
     seed 0), at most ``cfg.valid_max_windows`` windows are kept, in whole batches of
-    ``cfg.batch_size``. Batch ``i`` goes to rank ``i % world_size``."""
+    ``cfg.batch_size``. Batch ``i`` goes to rank ``i % world_size``. ``speaker_index``: number
+    the speakers as the training data does (the supervised speaker objective);
+    ``with_labels``: as :class:`AudioWindowData`."""
 
-    def __init__(self, cuts: Any, cfg: AudioDataConfig, sample_rate: int = SAMPLING_RATE) -> None:
+    def __init__(
+        self,
+        cuts: Any,
+        cfg: AudioDataConfig,
+        sample_rate: int = SAMPLING_RATE,
+        speaker_index: dict[str, int] | None = None,
+        with_labels: bool = False,
+    ) -> None:
         w, m, bs = cfg.window, cfg.windows_per_speaker, cfg.batch_size
-        self.table, self.speakers = _build_table(cuts, w, sample_rate)
+        self.table, self.speakers = _build_table(
+            cuts, w, sample_rate, speaker_index, with_labels=with_labels
+        )
         self.dataset = WindowDataset(self.table, w, sample_rate)
         per_cut = self.table.lengths // w
         cut_idx = np.repeat(np.arange(len(per_cut)), per_cut)

@@ -1,7 +1,8 @@
 """The speech domain's entry points for the generic tools (see :mod:`cpc.domain`).
 
 - config: :func:`cpc.audio.config.load_train_config` (``domain: audio``);
-- model: :class:`cpc.audio.model.CPCAudio`;
+- model: :class:`cpc.audio.model.CPCAudio` (``model.objective``: CPC, or the supervised
+  phone / speaker baselines of the paper's Table 1, trained with the same data and budget);
 - data: the stage-1 train cuts of ``data_dir`` (``librispeech_cuts_train.jsonl.gz``), less
   a held-out validation share (``data.valid_fraction``), as fixed-length waveform windows;
   the identity is :func:`cpc.audio.data.data_signature` of all those cuts;
@@ -48,8 +49,23 @@ def build_data(cfg: CPCTrainConfig, data_dir: Pathlike, env: Any = None) -> Pret
     d, rate = cfg.data, cfg.model.sample_rate
     train_cuts, valid_cuts = split_valid(cuts, d.valid_fraction, d.window, rate)
     pin = env is not None and env.device.type == "cuda"
-    train = AudioWindowData(train_cuts, d, seed=cfg.train.seed, sample_rate=rate, pin_memory=pin)
-    valid = ValidWindows(valid_cuts, d, sample_rate=rate) if valid_cuts else None
+    objective = cfg.model.objective
+    labels = objective == "phone"
+    train = AudioWindowData(
+        train_cuts, d, seed=cfg.train.seed, sample_rate=rate, pin_memory=pin, with_labels=labels
+    )
+    if objective == "speaker" and cfg.model.num_classes != len(train.speakers):
+        raise AudioDataError(
+            f"{data_dir}: model.objective=speaker with model.num_classes="
+            f"{cfg.model.num_classes}, but the training cuts have {len(train.speakers)} "
+            f"speakers; set model.num_classes={len(train.speakers)}"
+        )
+    index = {s: i for i, s in enumerate(train.speakers)} if objective == "speaker" else None
+    valid = (
+        ValidWindows(valid_cuts, d, sample_rate=rate, speaker_index=index, with_labels=labels)
+        if valid_cuts
+        else None
+    )
     if valid is not None and len(valid) == 0:
         logging.warning(
             f"the {len(valid_cuts)} validation cut(s) give no full batch of {d.batch_size} "

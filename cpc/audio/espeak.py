@@ -57,6 +57,7 @@ EE_OK = 0
 ESPEAK_SAMPLE_RATE = 22050
 
 DEBIAN_LIBRARY = "/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1"
+DEBIAN_DATA = ("/usr/lib/x86_64-linux-gnu/espeak-ng-data", "/usr/share/espeak-ng-data")
 
 log = logging.getLogger(__name__)
 
@@ -317,15 +318,37 @@ class Espeak:
         return Synthesis(samples.astype(np.int16, copy=False), self.sample_rate, events)
 
 
+def stock_data_path() -> str:
+    """The espeak-ng-data directory of the library ``find_espeak()`` finds (the wheel's, or
+    Debian's compiled-in default). Raises ``EspeakNotFoundError`` when there is none."""
+    _, data = find_espeak()
+    for path in [data] if data else list(DEBIAN_DATA):
+        if (Path(path) / "phontab").is_file():
+            return str(path)
+    raise EspeakNotFoundError(
+        f"no espeak-ng-data directory found ({data or ', '.join(DEBIAN_DATA)}); reinstall "
+        "espeakng-loader or the Debian package espeak-ng-data"
+    )
+
+
 _INSTANCE: Espeak | None = None
 _INSTANCE_PID: int | None = None
 
 
-def get_espeak() -> Espeak:
-    """The process-wide synthesiser, created on first use (one per process)."""
+def get_espeak(data_path: str | None = None) -> Espeak:
+    """The process-wide synthesiser, created on first use (one per process). ``data_path``:
+    initialise it with this espeak-ng-data directory (e.g. one holding extra voice variants,
+    ``cpc.audio.voices.make_data_dir``) instead of the library's own; a process that already
+    has a synthesiser on another data directory cannot switch (espeak-ng is a singleton)."""
     global _INSTANCE, _INSTANCE_PID
     if _INSTANCE is None or _INSTANCE_PID != os.getpid():
-        _INSTANCE = Espeak()
+        library = find_espeak()[0] if data_path else None
+        _INSTANCE = Espeak(library, data_path) if data_path else Espeak()
         _INSTANCE_PID = os.getpid()
         log.debug("espeak-ng %s from %s", _INSTANCE.version, _INSTANCE.library)
+    elif data_path and _INSTANCE.data_path != data_path:
+        raise EspeakError(
+            f"this process's espeak-ng already uses data {_INSTANCE.data_path}; "
+            f"{data_path} needs a fresh process"
+        )
     return _INSTANCE

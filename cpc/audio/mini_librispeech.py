@@ -14,15 +14,18 @@ the format of the CPC paper's release.
         converted_aligned_phones.txt             ("<utt-id> i1 i2 ...", one class per 10 ms)
         train_split.txt  test_split.txt          (utterance ids, 80/20, every speaker in both)
         phones.txt                               ("<symbol> <id>", 41 classes)
+      voices/<variant>                           (each speaker's espeak-ng voice variant file)
       info.json                                  (options, design, statistics, chance levels)
 
 Speakers. One accent (espeak-ng ``en-us``) so that speaker identity is not given away by
-pronunciation; half male, half female (one more female for an odd count). Each speaker is an
-espeak-ng voice variant (male ``m1``..``m7``, female ``f1``..``f5``, shared round-robin by
-several speakers) with its own base pitch (espeak 0-100 scale, 38..62), pitch range
-(35..65) and rate (155..185 words/min), and every utterance jitters pitch (+-4), range (+-5)
-and rate (+-8) around them. Each speaker reads at least 2 chapters; a chapter is a run of
-consecutive sentences of one novel chapter.
+pronunciation; half male, half female (one more female for an odd count). Each speaker has a
+voice of their own, an espeak-ng voice variant file written for them (``cpc.audio.voices``:
+vocal-tract length, articulation, formant bandwidths and strengths, spectral tilt,
+breathiness, roughness, flutter, habitual pitch), a habitual rate (uniform 140..200
+words/min) and intonation range (espeak 0-100 scale, 35..65); every utterance jitters pitch
+(+-4 on espeak's 0-100 scale around 50, the voice's own pitch), range (+-5) and rate (+-8)
+around them. The variant files are kept in ``out_dir/voices/``. Each speaker reads at least 2
+chapters; a chapter is a run of consecutive sentences of one novel chapter.
 
 Recording channels. Unless ``clean``, every chapter gets its own channel, fixed for the
 chapter and drawn from the seed: a 2nd-order high-pass at 60-300 Hz, a 4th-order low-pass at
@@ -55,6 +58,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import shutil
 import time
 import traceback
 from collections import Counter
@@ -77,9 +81,10 @@ from cpc.audio.constants import (
     SAMPLING_RATE,
     num_frames_from_samples,
 )
-from cpc.audio.espeak import find_espeak
+from cpc.audio.espeak import find_espeak, stock_data_path
 from cpc.audio.lexicon import Lexicon, cmudict_pronunciations
 from cpc.audio.text import AUSTEN_BOOKS, BookChapter, Sentence, austen_chapters
+from cpc.audio.voices import VoiceSpec, design_voice, make_data_dir
 from cpc.io import Pathlike, atomic_path
 
 log = logging.getLogger(__name__)
@@ -240,11 +245,10 @@ ARPABET_TO_ESPEAK_UNSTRESSED: dict[str, str] = {"AH": "@", "ER": "3", "IY": "i"}
 PRONUNCIATIONS = ("cmudict", "espeak")
 _TEXT_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
-MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
-FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
-PITCH_RANGE = (38, 62)  # espeakPITCH, per speaker
+
+PITCH_CENTRE = 50  # espeakPITCH: 50 = the voice file's own pitch (jittered per utterance)
 PITCH_RANGE_RANGE = (35, 65)  # espeakRANGE, per speaker
-RATE_RANGE = (155, 185)  # espeakRATE (words per minute), per speaker
+RATE_RANGE = (140, 200)  # espeakRATE (words per minute), per speaker
 PITCH_JITTER, RANGE_JITTER, RATE_JITTER = 4, 5, 8  # per utterance, +-
 TARGET_RMS = 0.05  # active-speech RMS after levelling (before the chapter gain)
 PEAK_LIMIT = 0.95
@@ -326,14 +330,15 @@ def frame_labels(spans: list[tuple[int, int, int]], num_samples: int) -> np.ndar
 
 @dataclass
 class SpeakerSpec:
-    """A synthetic reader: espeak voice + base prosody (jittered per utterance)."""
+    """A synthetic reader: their own espeak voice variant + habitual prosody (jittered per
+    utterance)."""
 
     id: int
     sex: str  # "M" or "F"
-    variant: str
-    pitch: int
+    variant: str  # the name of the speaker's variant file (voices/!v/<variant>)
     pitch_range: int
     rate: int
+    voice_spec: VoiceSpec
 
     @property
     def voice(self) -> str:
@@ -341,7 +346,11 @@ class SpeakerSpec:
 
     @property
     def name(self) -> str:
-        return f"espeak {self.voice} pitch {self.pitch} range {self.pitch_range} rate {self.rate}"
+        v = self.voice_spec
+        return (
+            f"espeak {self.voice} f0 {v.pitch_hz} Hz vtl {v.vtl_scale:.3f} "
+            f"range {self.pitch_range} rate {self.rate}"
+        )
 
 
 @dataclass
@@ -364,6 +373,7 @@ class ChapterJob:
 
     index: int
     seed: int
+    espeak_data: str  # the espeak-ng data directory holding the speakers' variants
     speaker: SpeakerSpec
     chapter_id: int
     book: str
@@ -393,31 +403,25 @@ class ChapterResult:
     unmapped: dict[str, int] = field(default_factory=dict)
     lexicon_words: int = 0  # words of the written utterances spoken from the lexicon
     rules_words: int = 0  # ... and by espeak's spelling rules
+    cpu_seconds: float = 0.0  # the worker's CPU time (user + system) for this chapter
 
 
 def design_speakers(n: int, rng: np.random.Generator) -> list[SpeakerSpec]:
-    """``n`` speakers, half male (rounded down), ids unique 4-digit integers."""
+    """``n`` speakers, half male (rounded down), ids unique 4-digit integers, each with a
+    voice of their own (``cpc.audio.voices.design_voice``) named ``spk<id>``."""
     ids = sorted(int(i) for i in rng.choice(np.arange(1000, 10000), size=n, replace=False))
     sexes = ["M"] * (n // 2) + ["F"] * (n - n // 2)
     sexes = [sexes[i] for i in rng.permutation(n)]
-    variants = {
-        "M": [MALE_VARIANTS[i] for i in rng.permutation(len(MALE_VARIANTS))],
-        "F": [FEMALE_VARIANTS[i] for i in rng.permutation(len(FEMALE_VARIANTS))],
-    }
-    used = Counter()
     out = []
     for spk_id, sex in zip(ids, sexes):
-        vs = variants[sex]
-        variant = vs[used[sex] % len(vs)]
-        used[sex] += 1
         out.append(
             SpeakerSpec(
                 id=spk_id,
                 sex=sex,
-                variant=variant,
-                pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+                variant=f"spk{spk_id}",
                 pitch_range=int(rng.integers(PITCH_RANGE_RANGE[0], PITCH_RANGE_RANGE[1] + 1)),
                 rate=int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
+                voice_spec=design_voice(sex, rng),
             )
         )
     return out
@@ -567,7 +571,7 @@ def render_chapter(job: ChapterJob) -> ChapterResult:
     # so clean and channel builds with one seed hold the same utterances and labels
     rng = np.random.default_rng([job.seed, job.index, 0])
     rng_channel = np.random.default_rng([job.seed, job.index, 1])
-    tts = get_espeak()
+    tts = get_espeak(job.espeak_data)
     spk = job.speaker
     tts.set_voice(spk.voice)
     channel = _Channel(job.channel, rng_channel) if job.channel is not None else None
@@ -585,7 +589,7 @@ def render_chapter(job: ChapterJob) -> ChapterResult:
     for k, sent in enumerate(job.sentences):
         if utts and total >= job.target_seconds - 0.5 * total / len(utts):
             break
-        pitch = int(np.clip(spk.pitch + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
+        pitch = int(np.clip(PITCH_CENTRE + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 100))
         prange = int(
             np.clip(spk.pitch_range + rng.integers(-RANGE_JITTER, RANGE_JITTER + 1), 0, 100)
         )
@@ -756,7 +760,7 @@ def build_mini_librispeech(
     ``MiniLibriSpeechError`` (bad options, unwritable location), ``FileNotFoundError``
     (espeak-ng or the Austen text missing, with the fix in the message).
     """
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     out_dir = Path(out_dir)
     _check_options(speakers, minutes, num_jobs)
     if pronunciations not in PRONUNCIATIONS:
@@ -782,6 +786,11 @@ def build_mini_librispeech(
         tmp.mkdir(parents=True)
         subset_dir = tmp / "LibriSpeech" / SUBSET
         subset_dir.mkdir(parents=True)
+        variants = {s.variant: s.voice_spec.variant_file(s.variant, s.sex) for s in spks}
+        (tmp / "voices").mkdir()
+        for name, text in variants.items():
+            (tmp / "voices" / name).write_text(text)
+        espeak_data = make_data_dir(stock_data_path(), tmp / ".espeak-ng-data", variants)
         for si, spk in enumerate(spks):
             for ci in range(n_ch):
                 k = si * n_ch + ci
@@ -791,6 +800,7 @@ def build_mini_librispeech(
                     ChapterJob(
                         index=k,
                         seed=seed,
+                        espeak_data=str(espeak_data.absolute()),
                         speaker=spk,
                         chapter_id=int(chapter_ids[k]),
                         book=first.book,
@@ -813,6 +823,7 @@ def build_mini_librispeech(
             num_jobs,
         )
         results = _run_jobs(jobs, num_jobs)
+        shutil.rmtree(espeak_data)  # links into the installed espeak-ng-data: not kept
         summary = _write_metadata(tmp, jobs, results, spks, rng_split, lib_path)
         summary["options"] = {
             "speakers": speakers,
@@ -823,14 +834,21 @@ def build_mini_librispeech(
             "pronunciations": pronunciations,
         }
         summary["build_seconds"] = round(time.time() - t0, 1)
+        worker_cpu = sum(r.cpu_seconds for r in results)
+        summary["build_cpu_seconds"] = {
+            "workers": round(worker_cpu, 1),
+            "main": round(time.process_time() - cpu0, 1),
+        }
         summary = {"options": summary.pop("options"), **summary}
         (tmp / "info.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info(
-        "wrote %s: %d utterances, %.1f min, %.0f s",
+        "wrote %s: %d utterances, %.1f min, %.0f s wall, CPU %.0f s in workers + %.0f s main",
         out_dir,
         summary["num_utterances"],
         summary["total_minutes"],
         summary["build_seconds"],
+        summary["build_cpu_seconds"]["workers"],
+        summary["build_cpu_seconds"]["main"],
     )
     return summary
 
@@ -838,7 +856,9 @@ def build_mini_librispeech(
 def _chapter_process(job: ChapterJob, conn: Any) -> None:
     """Worker entry point: render one chapter and send the result (or the error) back."""
     try:
-        conn.send(("ok", render_chapter(job)))
+        result = render_chapter(job)
+        result.cpu_seconds = round(time.process_time(), 3)  # the whole fresh process
+        conn.send(("ok", result))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         try:
             conn.send(("error", (e, traceback.format_exc())))
@@ -1016,7 +1036,8 @@ def _write_metadata(
                 "id": s.id,
                 "sex": s.sex,
                 "voice": s.voice,
-                "pitch": s.pitch,
+                "voice_file": f"voices/{s.variant}",
+                "voice_params": s.voice_spec.to_json(),
                 "pitch_range": s.pitch_range,
                 "rate": s.rate,
                 "jitter": {"pitch": PITCH_JITTER, "pitch_range": RANGE_JITTER, "rate": RATE_JITTER},

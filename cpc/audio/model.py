@@ -27,6 +27,13 @@ and unit variance over its valid samples (``lengths``), before the first convolu
 
 ``"none"`` feeds the waveform unchanged (for ablations: the paper's setting).
 
+Supervised baselines (``objective``: ``phone`` or ``speaker``, the paper's Table 1
+"supervised" row): the same encoder and GRU, trained end to end with the cross-entropy of a
+linear layer on ``c_t`` at every frame, against the frame's phone label (``batch["phone"]``,
+(B, T), -100 = no label) or the window's speaker (``batch["group"]``); frames past a row's
+valid length and classes outside the head are ignored. ``forward`` then returns ``loss`` and
+``accuracy`` (a one-entry vector: frame accuracy), and the model has no InfoNCE predictors.
+
 Encoder normalisation (``norm``): ``"none"`` (paper), ``"batch"`` (BatchNorm1d) or
 ``"layer"`` (LayerNorm over channels at every frame) after each convolution, before ReLU.
 """
@@ -45,6 +52,7 @@ from torch import nn
 from torch.func import functional_call
 
 from cpc.audio.config import CPCModelConfig, validate_model_config
+from cpc.audio.constants import PHONES
 from cpc.config import from_dict
 from cpc.infonce import InfoNCE
 from cpc.perf import keep_freed_memory
@@ -214,13 +222,17 @@ class CPCAudio(nn.Module):
         self.gru = nn.GRU(
             cfg.channels, cfg.context_dim, num_layers=cfg.gru_layers, batch_first=True
         )
-        self.infonce = InfoNCE(
-            cfg.context_dim,
-            cfg.channels,
-            cfg.prediction_steps,
-            cfg.num_negatives,
-            cfg.negatives,
-        )
+        if cfg.objective == "cpc":
+            self.infonce = InfoNCE(
+                cfg.context_dim,
+                cfg.channels,
+                cfg.prediction_steps,
+                cfg.num_negatives,
+                cfg.negatives,
+            )
+        else:
+            n = cfg.num_classes or (len(PHONES) if cfg.objective == "phone" else 0)
+            self.head = nn.Linear(cfg.context_dim, n)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` input samples (``num_samples // hop``)."""
@@ -279,7 +291,43 @@ class CPCAudio(nn.Module):
         frame_lengths = (
             None if lengths is None else torch.div(lengths, self.hop, rounding_mode="floor")
         )
+        if self.cfg.objective != "cpc":
+            return self.supervised_loss(c, batch, frame_lengths)
         return self.infonce(c, z, batch.get("group"), frame_lengths, generator)
+
+    def frame_targets(
+        self, batch: dict[str, torch.Tensor], num_frames: int, frame_lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        """(B, T) int64 class per frame for the supervised objectives; -100 = ignored (frames
+        past ``frame_lengths``, labels outside the head's classes)."""
+        if self.cfg.objective == "phone":
+            if "phone" not in batch:
+                raise ValueError("model.objective=phone needs batch['phone'] (frame labels)")
+            y = batch["phone"].long()
+            if y.shape[1] != num_frames:
+                raise ValueError(f"batch['phone'] has {y.shape[1]} frames, the model {num_frames}")
+        else:
+            y = batch["group"].long().view(-1, 1).expand(-1, num_frames)
+        y = y.to(self.head.weight.device)
+        bad = (y < 0) | (y >= self.head.out_features)
+        if frame_lengths is not None:
+            t = torch.arange(num_frames, device=y.device).view(1, -1)
+            bad |= t >= frame_lengths.to(y.device).view(-1, 1)
+        return y.masked_fill(bad, -100)
+
+    def supervised_loss(
+        self, c: torch.Tensor, batch: dict[str, torch.Tensor], frame_lengths: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy of the linear head on every frame of ``c`` (see the module doc)."""
+        y = self.frame_targets(batch, c.shape[1], frame_lengths)
+        logits = self.head(c).float()
+        valid = y >= 0
+        n = valid.sum().clamp_min(1)
+        flat = logits.reshape(-1, logits.shape[-1])
+        loss = F.cross_entropy(flat, y.reshape(-1), reduction="sum") / n
+        correct = ((logits.argmax(-1) == y) & valid).sum()
+        acc = correct.float() / n
+        return {"loss": loss, "accuracy": acc.detach().view(1)}
 
     @torch.no_grad()
     def extract(

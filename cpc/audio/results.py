@@ -30,7 +30,11 @@ ROWS = {
     "mfcc": "MFCC + deltas",
     "random": "Random init",
 }
-OTHER_LABELS = {"cpc_z": "CPC z_t (encoder)", "random_z": "Random init z_t"}
+OTHER_LABELS = {
+    "cpc_z": "CPC z_t (encoder)",
+    "random_z": "Random init z_t",
+    "supervised": "Supervised",
+}
 TSNE_SPEAKERS = 10
 
 

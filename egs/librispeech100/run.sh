@@ -50,6 +50,7 @@ nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
+baselines=true          # stages 3-5: also dump and probe the MFCC and random-init baselines (false: the model's own features only, e.g. for local/run_table2.sh)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
 probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of whole utterances with at most this many training frames (2.8 h) and a quarter as many test frames, so their memory stops growing with the corpus (about 1.3 GB of 256-dim features); 0: all
@@ -120,7 +121,11 @@ fi
 
 # ---- stage 0: corpus -> lhotse manifests ----
 if [ -n "$mini_dir" ]; then
-  corpus_opts="mini_speakers=$mini_speakers mini_minutes=$mini_minutes mini_clean=$mini_clean seed=$seed"
+  # The builder's code is part of the corpus's identity: a corpus built by another version of
+  # it (other pronunciations, voices, channels) is rebuilt, never silently reused.
+  builder_md5=$(cd "$CPC_ROOT" && cat cpc/audio/{mini_librispeech,espeak,voices,text,lexicon,constants}.py \
+    egs/librispeech100/local/make_mini_librispeech.py | md5sum | cut -c1-10)
+  corpus_opts="mini_speakers=$mini_speakers mini_minutes=$mini_minutes mini_clean=$mini_clean seed=$seed builder=$builder_md5"
 else
   corpus_opts="corpus_dir=$(cd "$corpus_dir" 2>/dev/null && pwd -P || echo "$corpus_dir")"
 fi
@@ -176,6 +181,12 @@ fi
 # ---- stage 3: feature dumps ----
 dump_dirs="cpc_$tag mfcc random_$tag"
 if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z random_${tag}_z"; fi
+baselines_sig=""  # only a run without baselines says so: the default's identity is unchanged
+if [ "$baselines" != true ]; then
+  baselines_sig="baselines=false "
+  dump_dirs="cpc_$tag"
+  if [ "$dump_z" = true ]; then dump_dirs="$dump_dirs cpc_${tag}_z"; fi
+fi
 probe_feats=$dump_dirs
 if [ -n "$checkpoint" ]; then
   model_sig="checkpoint=$ckpt_sig"
@@ -185,17 +196,19 @@ else
   cpc_ckpt=$exp/best.pt
 fi
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
-    "dump_z=$dump_z $model_sig data=$(stage_sig $data_marks/stage1.done)"; then
+    "dump_z=$dump_z ${baselines_sig}$model_sig data=$(stage_sig $data_marks/stage1.done)"; then
   # shellcheck disable=SC2086
   python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
     ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
     --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
-  python local/extract_features.py --feat-type mfcc \
-    --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
-  # shellcheck disable=SC2086
-  python local/extract_features.py --feat-type random --config "$config" \
-    ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
-    --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
+  if [ "$baselines" = true ]; then
+    python local/extract_features.py --feat-type mfcc \
+      --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
+    # shellcheck disable=SC2086
+    python local/extract_features.py --feat-type random --config "$config" \
+      ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
+      --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
+  fi
   end_stage $(for f in $dump_dirs; do echo data/$f/info.json; done)
 fi
 

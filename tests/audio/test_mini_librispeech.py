@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +195,12 @@ def test_missing_text_error(tmp_path: Path) -> None:
 
 def test_layout_and_formats(corpora: dict[str, Path]) -> None:
     root = corpora["channel"]
-    assert sorted(p.name for p in root.iterdir()) == ["LibriSpeech", "info.json", "labels"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "LibriSpeech",
+        "info.json",
+        "labels",
+        "voices",
+    ]
     assert not list(root.parent.glob(".channel*"))  # no temporary directory left over
     subset = root / "LibriSpeech" / "train-clean-100"
     flacs = sorted(subset.glob("*/*/*.flac"))
@@ -319,8 +325,9 @@ def test_same_seed_same_corpus(corpora: dict[str, Path]) -> None:
         xb, _ = sf.read(_flac(b, utt), dtype="int16")
         assert np.array_equal(xa, xb), utt
     ia, ib = (json.loads((d / "info.json").read_text()) for d in (a, b))
-    ia.pop("build_seconds")
-    ib.pop("build_seconds")
+    for key in ("build_seconds", "build_cpu_seconds"):
+        ia.pop(key)
+        ib.pop(key)
     assert ia == ib
 
 
@@ -344,10 +351,36 @@ def test_info_json(corpora: dict[str, Path]) -> None:
     assert 0 < chance["phone_majority_frame_accuracy"] < 0.5
     for s in info["speakers"]:
         assert s["voice"].startswith("en-us+") and s["utterances"] >= 2
-        assert M.PITCH_RANGE[0] <= s["pitch"] <= M.PITCH_RANGE[1]
+        assert M.RATE_RANGE[0] <= s["rate"] <= M.RATE_RANGE[1]
+        assert s["voice"] == f"en-us+spk{s['id']}" and s["voice_file"] == f"voices/spk{s['id']}"
     for c in info["chapters"]:
         ch = c["channel"]
         assert 60 <= ch["highpass_hz"] <= 300 and 3500 <= ch["lowpass_hz"] <= 7500
         assert 20 <= ch["noise_snr_db"] <= 40
     clean_info = json.loads((corpora["clean"] / "info.json").read_text())
     assert all(c["channel"] is None for c in clean_info["chapters"])
+
+
+def test_speakers_have_their_own_voice_in_every_chapter(corpora: dict[str, Path]) -> None:
+    out = corpora["channel"]
+    info = json.loads((out / "info.json").read_text())
+    files = {p.name: p.read_text() for p in sorted((out / "voices").iterdir())}
+    speakers = {s["id"]: s for s in info["speakers"]}
+    assert sorted(files) == sorted(f"spk{i}" for i in speakers)
+    assert len(set(files.values())) == len(speakers)  # every speaker's voice file differs
+    assert not (out / ".espeak-ng-data").exists()  # the linked data directory is not kept
+    for sid, s in speakers.items():
+        text = files[f"spk{sid}"]
+        p = s["voice_params"]
+        assert f"pitch {p['pitch_hz']} {p['pitch_top_hz']}" in text
+        assert f"formant 1 {p['formant_freq'][1]} " in text
+    # the voices do not depend on the channels: the clean build has the same files
+    clean = {p.name: p.read_text() for p in (corpora["clean"] / "voices").iterdir()}
+    assert clean == files
+    # each speaker reads >= 2 chapters, all with their own voice (SPEAKERS.TXT lists it)
+    per_speaker = Counter(c["speaker"] for c in info["chapters"])
+    assert set(per_speaker) == set(speakers) and min(per_speaker.values()) >= 2
+    listing = (out / "LibriSpeech" / "SPEAKERS.TXT").read_text()
+    for sid, s in speakers.items():
+        assert f"en-us+spk{sid} f0 {s['voice_params']['pitch_hz']} Hz" in listing
+    assert info["build_cpu_seconds"]["workers"] > 0

@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                     args.checkpoint, out, device, _cpc_audio_config(args.cpc_audio_args)
                 )
                 feat_type = "cpc" if out == "c" else "cpc_z"
+                objective = ((source["config"] or {}).get("model") or {}).get("objective", "cpc")
+                if objective != "cpc":  # the supervised baselines of the paper's Table 1
+                    feat_type = "supervised" if out == "c" else "supervised_z"
             elif args.feat_type == "random":
                 extractor, source = random_init_source(
                     args.config, args.override, args.seed, out, device
