@@ -877,11 +877,13 @@ def run_asr_epoch(manifest_dir: Path | None, work: Path, seed: int) -> dict[str,
     cuts, dim = load_asr_cuts(feats, "train")
     hours = sum(c.duration for c in cuts) / 3600
     cfg = AsrConfig(epochs=1, min_steps=0, seed=seed)  # exactly one epoch
+    t0 = time.perf_counter()
     _, log = train_recognizer(cuts, dim, cfg)
+    seconds = time.perf_counter() - t0  # unrounded: a tiny corpus trains in well under 0.1 s
     out = {
         "train_hours": round(hours, 4),
-        "seconds": log["train_seconds"],
-        "seconds_per_epoch_per_hour": round(log["train_seconds"] / hours, 1),
+        "seconds": round(seconds, 3),
+        "seconds_per_epoch_per_hour": round(seconds / hours, 1),
         "epochs": log["epochs"],
         "updates": log["updates"],
         "cpu_seconds": log["train_cpu_seconds"],
