@@ -22,7 +22,6 @@ split utterance labelled and present in the corpus part; the sizes are returned.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.error
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cpc.audio.librispeech import MAX_EXAMPLES, DataPrepError
-from cpc.io import Pathlike
+from cpc.io import Pathlike, sha256_file
 
 #: SHA-256 of the LibriSpeech archives as published on OpenSLR (resource 12).
 LIBRISPEECH_SHA256 = {
@@ -50,14 +49,6 @@ OPTIONAL_LABEL_FILES = ("phones.txt",)
 class DownloadError(DataPrepError):
     """A download that failed or an archive that failed its check (the message names the
     file and the fix)."""
-
-
-def sha256_of(path: Pathlike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_checksums(path: Pathlike) -> dict[str, str]:
@@ -116,7 +107,7 @@ def _fetch(url: str, dest: Path) -> None:
 def verify_archive(path: Path, expected: str) -> None:
     """Raise DownloadError (and move ``path`` to ``<path>.corrupt``) unless its SHA-256 is
     ``expected``."""
-    got = sha256_of(path)
+    got = sha256_file(path)
     if got != expected.lower():
         bad = path.with_name(path.name + ".corrupt")
         os.replace(path, bad)
@@ -154,7 +145,7 @@ def download_parts(
         expected = sums.get(name)
         if expected is None:
             raise DownloadError(f"no SHA-256 known for {name}: give one in --download-checksums")
-        if archive.is_file() and sha256_of(archive) == expected:
+        if archive.is_file() and sha256_file(archive) == expected:
             logging.info(f"{archive}: complete and verified")
         else:
             url = archive_url(base_url, part)
