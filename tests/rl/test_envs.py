@@ -137,7 +137,10 @@ def test_vecenv_steps_dmlab_stand_in_in_workers(fake_lab):
 @pytest.mark.parametrize("fail", ["crash", "raise", "hang"])
 def test_vecenv_restarts_a_failed_worker_and_continues(fail):
     make = functools.partial(make_flaky, fail=fail, at=3)
-    with VecEnv(make, 4, 2, seed=0, step_timeout=2.0) as venv:
+    # only a hang needs a short step timeout (the test waits it out); a healthy worker on a
+    # loaded machine gets far longer to start its environments than to step them
+    timeout = 3.0 if fail == "hang" else 60.0
+    with VecEnv(make, 4, 2, seed=0, step_timeout=timeout, start_timeout_factor=20.0) as venv:
         venv.reset()
         results = [venv.step(np.ones(4, int)) for _ in range(6)]
         # every worker's first env fails at its 3rd step (both workers: seeds < 1000)
