@@ -162,13 +162,15 @@ def test_changed_inputs_never_reuse_a_stale_model(tmp_path: Path) -> None:
     first = weights(d / "exp/cpc_tiny/best.pt")
 
     # Another seed: a new experiment (exp/cpc_tiny_seed7) with other weights; the seed-42
-    # experiment is untouched; an unchanged re-run skips every stage.
-    run_recipe(d, *s02, *TINY, "--seed", "7")
+    # experiment is untouched; an unchanged re-run skips. (Stage 2 alone: the seed also
+    # makes another embedded corpus in stages 0-1, which the other cases below cover.)
+    s2 = ["--stage", "2", "--stop-stage", "2"]
+    run_recipe(d, *s2, *TINY, "--seed", "7")
     seven = weights(d / "exp/cpc_tiny_seed7/best.pt")
     assert not same_weights(first, seven)
     assert same_weights(first, weights(d / "exp/cpc_tiny/best.pt"))
-    r = run_recipe(d, *s02, *TINY, "--seed", "7")
-    assert r.stderr.count("already done with the same options") == 3, r.stderr
+    r = run_recipe(d, *s2, *TINY, "--seed", "7")
+    assert r.stderr.count("already done with the same options") == 1, r.stderr
 
     # The clean corpus variant (same ids and durations, other audio) under the same tag:
     # stage 2 refuses, naming the data; --restart-exp true moves the old experiment aside.
@@ -203,6 +205,4 @@ def test_changed_inputs_never_reuse_a_stale_model(tmp_path: Path) -> None:
     other = ["--corpus-dir", str(corpus.corpus_dir), "--labels-dir", str(corpus.labels_dir)]
     r = run_recipe(d, *s02, "--config", "conf/cpc_tiny.yaml", *other, ok=False)
     assert r.returncode != 0 and "data.sha256" in r.stderr
-    # under its own tag it trains a model of its own
-    run_recipe(d, *s02, "--config", "conf/cpc_tiny.yaml", *other, "--tag", "other")
-    assert not same_weights(clean, weights(d / "exp/other/best.pt"))
+    assert "--tag" in r.stderr  # the way out: a tag of its own
