@@ -182,7 +182,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--align-iterations",
         type=int,
         default=0,
-        help="align part: re-alignment rounds (0: the recipe's 8, quick: 2)",
+        help="align part: re-alignment rounds (0: the recipe's default, quick: 2)",
     )
     add("--abx-triplets", type=int, default=0, help="abx part: triplets (0: 20000, quick: 5000)")
     add("--seed", type=int, default=0, help="random seed of models and synthetic data")
@@ -1021,6 +1021,8 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def _defaults(args: argparse.Namespace) -> None:
+    from cpc.audio.align import AlignConfig
+
     q = args.quick
     args.steps = args.steps or (3 if q else 20)
     args.warmup = args.warmup or (1 if q else 3)
@@ -1028,7 +1030,7 @@ def _defaults(args: argparse.Namespace) -> None:
     args.corpus_speakers = args.corpus_speakers or (4 if q else 8)
     args.data_seconds = args.data_seconds or (3.0 if q else 10.0)
     args.probe_rows = args.probe_rows or (100_000 if q else 400_000)
-    args.align_iterations = args.align_iterations or (2 if q else 8)
+    args.align_iterations = args.align_iterations or (2 if q else AlignConfig().iterations)
     args.abx_triplets = args.abx_triplets or (5_000 if q else 20_000)
 
 

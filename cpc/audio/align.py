@@ -63,10 +63,12 @@ VITERBI_BATCH = 32  # utterances aligned together
 class AlignConfig:
     """Aligner settings (all recorded in ``alignment_stats.json``)."""
 
-    iterations: int = 8  # train + re-align rounds after the flat start
+    iterations: int = 12  # train + re-align rounds after the flat start
     epochs: int = 1  # classifier epochs per round (over all frames)
     min_steps: int = 300  # but at least this many batches per round (small corpora)
-    context: int = 5  # spliced frames on each side of the classified frame
+    context: int = 0  # spliced frames on each side of the classified frame (0: the frame
+    # alone; its deltas already span +-4 frames). On a 16-minute pilot corpus, 12 rounds:
+    # context 0 83.3 %, 1 83.2 %, 2 82.6 %, 5 (8 rounds) 79.8 % frame agreement.
     hidden: int = 256  # MLP hidden units (two hidden layers)
     lr: float = 2e-3
     batch_frames: int = 1024

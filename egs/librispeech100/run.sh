@@ -32,8 +32,9 @@ download_checksums=""   # stage -1: sha256sum-format file for archives other tha
 labels_url=""           # stage -1: directory URL of the CPC release's label files -> download_dir/cpc_labels (the default --labels-dir then)
 labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt, test_split.txt (empty: the embedded corpus's own; with --corpus-dir: forced alignment)
 align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
-align_iterations=8      # stage 1 (alignment): train + re-align rounds after the flat start
+align_iterations=12     # stage 1 (alignment): train + re-align rounds after the flat start
 align_states=3          # stage 1 (alignment): sub-phone states per phone (1 or 3: begin/middle/end)
+align_context=0         # stage 1 (alignment): MFCC frames spliced on each side of the frame the aligner's classifier labels (0: the frame alone, whose deltas span +-4 frames)
 mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
 mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
@@ -150,7 +151,8 @@ fi
 # With --align true the labels are made by local/align.py in data/align (CPC release format);
 # --labels-dir, when given, then only provides the split and the reference for the agreement.
 stage1_labels=$labels_dir
-align_opts=(--iterations "$align_iterations" --states "$align_states" --seed "$seed")
+align_opts=(--iterations "$align_iterations" --states "$align_states" --context "$align_context"
+  --seed "$seed")
 if [ "$align" = true ]; then
   stage1_labels=data/align
   [ -n "$labels_dir" ] && align_opts+=(--split-dir "$labels_dir" --reference-dir "$labels_dir")

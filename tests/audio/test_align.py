@@ -214,3 +214,57 @@ def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
     assert set(labels.splits["train"]) | set(labels.splits["test"]) <= set(labels.alignments)
     q = json.loads((out / "alignment_quality.json").read_text())
     assert q["utterances"] == stats["aligned"]
+
+
+STUB_ALIGN = """import json, sys
+with open("align_argv.jsonl", "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+STUB_LABELS = """import pathlib
+for p in ("data/manifests/librispeech_cuts_train.jsonl.gz",
+          "data/manifests/librispeech_cuts_test.jsonl.gz", "data/lang/phones.txt"):
+    pathlib.Path(p).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(p).write_text("stub")
+"""
+
+
+def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
+    """run.sh --align-context N is passed to local/align.py as --context N (which the real
+    script's parser reads into AlignConfig.context), is part of stage 1's identity (a new
+    value re-runs the stage, the same one skips it), and its default is the aligner's."""
+    import importlib.util
+    import re
+    import shutil
+
+    from tests.factories import REPO_ROOT, make_recipe_copy, run_recipe
+
+    d = make_recipe_copy(tmp_path / "recipe")
+    (d / "local").unlink()  # stand-ins for the aligner and the label stage: record, write
+    (d / "local").mkdir()
+    (d / "local/align.py").write_text(STUB_ALIGN)
+    (d / "local/prepare_labels.py").write_text(STUB_LABELS)
+    (d / "download").mkdir()
+    one = ["--stage", "1", "--stop-stage", "1", "--align", "true", "--nproc-per-node", "1"]
+
+    def argvs() -> list[list[str]]:
+        f = d / "align_argv.jsonl"
+        return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+    run_recipe(d, *one, "--align-context", "2")
+    run_recipe(d, *one, "--align-context", "2")  # same options: stage 1 skipped
+    r = run_recipe(d, *one, "--align-context", "0")  # another context: stage 1 re-runs
+    assert "options changed" in r.stderr
+    shutil.rmtree(d / "data")
+    run_recipe(d, *one)  # the default
+    calls = argvs()
+    assert len(calls) == 3
+
+    spec = importlib.util.spec_from_file_location(
+        "align_cli", REPO_ROOT / "egs/librispeech100/local/align.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    contexts = [cli.get_parser().parse_args(a).context for a in calls]
+    default = int(re.search(r"^align_context=(\d+)", (d / "run.sh").read_text(), re.M)[1])
+    assert contexts == [2, 0, default]
+    assert default == AlignConfig().context == cli.get_parser().parse_args([]).context
