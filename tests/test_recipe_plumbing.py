@@ -213,3 +213,23 @@ def test_default_tag_names_config_seed_and_overrides() -> None:
     assert tag("conf/cpc_small.yaml", "7", "42", "") == "cpc_small_seed7"
     h = hashlib.md5(b"optim.lr=1e-3").hexdigest()[:6]
     assert tag("conf/x.yaml", "7", "42", "optim.lr=1e-3") == f"x_seed7_{h}"
+
+
+def test_speech_precision_options_are_in_their_stage_markers() -> None:
+    """--extract-precision (stage 3) and --probe-precision (stage 4) change the dumps and the
+    probes' results: each is part of its stage's marker options (so a change re-runs the
+    stage and, through its signature, the stages reading it) and reaches every command of
+    that stage that it applies to."""
+    text = (ROOT / "egs/librispeech100/run.sh").read_text()
+    blocks = {n: text.split(f"# ---- stage {n}:")[1].split("# ---- stage")[0] for n in (3, 4)}
+    marker3 = blocks[3].split("begin_stage 3")[1].split("; then")[0]
+    marker4 = blocks[4].split("begin_stage 4")[1].split("; then")[0]
+    assert "precision=$extract_precision" in marker3
+    assert "precision=$probe_precision" in marker4
+    # the CPC and random-init dumps (not MFCC) take it; every phone probe takes it
+    assert blocks[3].count('--precision "$extract_precision"') == 2
+    assert blocks[3].count("--feat-type random") == 1 and blocks[3].count("--feat-type cpc") == 1
+    assert blocks[4].count("probe.py phone") == blocks[4].count('--precision "$probe_precision"') == 1
+    # defaults: bf16 for both (documented in --help)
+    head = text.split("parse_options.sh")[0]
+    assert "\nextract_precision=bf16 " in head and "\nprobe_precision=bf16 " in head

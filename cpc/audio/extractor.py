@@ -28,6 +28,7 @@ trimmed when Kaldi framing gives a different count. Inputs must be 16 kHz
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -86,11 +87,14 @@ def pad_to_frames(samples: np.ndarray, num_frames: int) -> np.ndarray:
 class CPCExtractorConfig:
     """``checkpoint``: a CPC checkpoint (``best.pt``) written by the trainer; ``output``:
     ``"c"`` (context vectors, the GRU output) or ``"z"`` (encoder output); ``device``:
-    ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ..."""
+    ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; ``precision``: ``"fp32"``, or ``"bf16"`` (the
+    encoder's convolutions under bfloat16 autocast, the GRU in float32: see
+    :meth:`cpc.audio.model.CPCAudio.extract`; this project's models only)."""
 
     checkpoint: str = ""
     output: str = "c"
     device: str = "cpu"
+    precision: str = "fp32"
 
 
 @register_extractor
@@ -108,6 +112,10 @@ class CPCExtractor(FeatureExtractor):
         super().__init__(config)
         if self.config.output not in ("c", "z"):
             raise ExtractorError(f"output must be 'c' or 'z', got {self.config.output!r}")
+        if self.config.precision not in ("fp32", "bf16"):
+            raise ExtractorError(
+                f"precision must be 'fp32' or 'bf16', got {self.config.precision!r}"
+            )
         self._model: torch.nn.Module | None = None
         self._dim: int | None = None
         self.model_config: dict[str, Any] | None = None
@@ -116,10 +124,12 @@ class CPCExtractor(FeatureExtractor):
 
     @classmethod
     def from_model(
-        cls, model: torch.nn.Module, output: str = "c", device: str = "cpu"
+        cls, model: torch.nn.Module, output: str = "c", device: str = "cpu", precision: str = "fp32"
     ) -> CPCExtractor:
         """An extractor around an already built model (not picklable to worker processes)."""
-        ext = cls(CPCExtractorConfig(checkpoint="", output=output, device=device))
+        ext = cls(
+            CPCExtractorConfig(checkpoint="", output=output, device=device, precision=precision)
+        )
         ext._model = model.to(device).eval()
         return ext
 
@@ -168,8 +178,9 @@ class CPCExtractor(FeatureExtractor):
         """Model output (B, S // 160, D) for a zero-padded batch ``wave`` (B, S) with sample
         counts ``lengths`` (B,), computed on the extractor's device without gradients."""
         dev = self.config.device
+        opts = {"precision": "bf16"} if self.config.precision == "bf16" else {}
         with torch.inference_mode():
-            out = self.model.extract(wave.to(dev), lengths.to(dev))[self.config.output]
+            out = self.model.extract(wave.to(dev), lengths.to(dev), **opts)[self.config.output]
         if out.shape[1] != wave.shape[1] // HOP:
             raise ExtractorError(
                 f"the model gave {out.shape[1]} frames for {wave.shape[1]} samples; "
@@ -294,20 +305,30 @@ def resolve_device(device: str) -> str:
 
 
 def cpc_checkpoint_source(
-    checkpoint: str, output: str = "c", device: str = "cpu", cpc_audio_config: Any = None
+    checkpoint: str,
+    output: str = "c",
+    device: str = "cpu",
+    cpc_audio_config: Any = None,
+    precision: str = "fp32",
 ) -> tuple[CPCExtractor, dict[str, Any]]:
     """Extractor for a trained checkpoint and the description stored in the dump's info.json
     (checkpoint path, sha256, training step, the full config it was trained with). A
     CPC_audio checkpoint (:mod:`cpc.audio.cpc_audio`) is read too: ``cpc_audio_config`` is
-    its architecture (None: the checkpoint_args.json beside it); its step is not known."""
+    its architecture (None: the checkpoint_args.json beside it); its step is not known, and
+    it is always read in float32 (``precision`` applies to this project's models; the
+    precision used is recorded in the source)."""
     from cpc.audio.cpc_audio import is_cpc_audio_checkpoint
 
+    foreign = is_cpc_audio_checkpoint(checkpoint)
+    if foreign and precision != "fp32":
+        logging.info(f"{checkpoint}: a CPC_audio checkpoint is extracted in fp32")
+        precision = "fp32"
     extractor = CPCExtractor(
-        CPCExtractorConfig(checkpoint=checkpoint, output=output, device=device)
+        CPCExtractorConfig(checkpoint=checkpoint, output=output, device=device, precision=precision)
     )
     extractor.cpc_audio_config = cpc_audio_config
     _ = extractor.model  # load now: a bad checkpoint fails before any work
-    if is_cpc_audio_checkpoint(checkpoint):
+    if foreign:
         step = None
     else:
         step = load_checkpoint(checkpoint, map_location="cpu").get("step")
@@ -317,6 +338,7 @@ def cpc_checkpoint_source(
         "checkpoint_sha256": sha256_file(checkpoint),
         "step": None if step is None else int(step),
         "output": output,
+        "precision": precision,
         "config": extractor.model_config,
     }
     return extractor, source
@@ -328,10 +350,11 @@ def random_init_source(
     seed: int = 42,
     output: str = "c",
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> tuple[CPCExtractor, dict[str, Any]]:
     """Extractor for the untrained model of a training config (``torch.manual_seed(seed)``
     then ``build_cpc_model``): the random-init baseline. Its info.json source records the
-    model section of the config and the seed."""
+    model section of the config, the seed and the extraction precision."""
     from cpc.audio.config import load_train_config
     from cpc.audio.model import build_cpc_model
     from cpc.config import config_to_dict
@@ -339,13 +362,14 @@ def random_init_source(
     cfg = load_train_config(config, overrides)
     torch.manual_seed(seed)
     model = build_cpc_model(cfg.model)
-    extractor = CPCExtractor.from_model(model, output=output, device=device)
+    extractor = CPCExtractor.from_model(model, output=output, device=device, precision=precision)
     source = {
         "kind": "random_init",
         "config_file": None if config is None else str(config),
         "overrides": list(overrides or []),
         "seed": int(seed),
         "output": output,
+        "precision": precision,
         "config": {"model": config_to_dict(cfg.model)},
     }
     return extractor, source

@@ -331,7 +331,7 @@ class CPCAudio(nn.Module):
 
     @torch.no_grad()
     def extract(
-        self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None, precision: str = "fp32"
     ) -> dict[str, torch.Tensor]:
         """Representations of raw 16 kHz waveforms.
 
@@ -341,14 +341,27 @@ class CPCAudio(nn.Module):
                 normalisation statistics; frames past ``lengths[b] // hop`` are padding.
 
         Returns:
-            ``{"c": (B, T, context_dim), "z": (B, T, channels)}`` with ``T == S // hop``.
-            Runs in eval mode without gradients; the module's mode is restored afterwards.
+            ``{"c": (B, T, context_dim), "z": (B, T, channels)}`` with ``T == S // hop``,
+            float32. Runs in eval mode without gradients; the module's mode is restored
+            afterwards.
+
+        ``precision="bf16"``: the encoder's convolutions run under bfloat16 autocast (``z``
+        is then rounded to bf16 and returned as float32); the input normalisation and the GRU
+        stay float32, so the recurrence accumulates no bf16 rounding over time.
         """
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"extraction precision {precision!r} is not one of fp32, bf16")
         keep_freed_memory()  # utterance-sized activations are reused, not page-faulted in
         was_training = self.training
         self.eval()
         try:
-            z = self.encode(wave, lengths)
+            if precision == "bf16":
+                wave = self.normalize_input(wave, lengths)  # float32, outside autocast
+                with torch.autocast(wave.device.type, dtype=torch.bfloat16):
+                    z = self.encoder(wave, lengths).transpose(1, 2)
+                z = z.float()
+            else:
+                z = self.encode(wave, lengths)
             c = self.context(z)
         finally:
             self.train(was_training)

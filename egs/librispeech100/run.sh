@@ -50,12 +50,14 @@ nproc_per_node=""       # training processes per node (empty: number of GPUs, el
 nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
+extract_precision=bf16  # stage 3: bf16 = the CPC and random-init encoders' convolutions under bfloat16 autocast (the GRU stays float32; faster on CPUs with bf16 instructions); fp32 on CPUs without them
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 baselines=true          # stages 3-5: also dump and probe the MFCC and random-init baselines (false: the model's own features only, e.g. for local/run_table2.sh)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
 probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of whole utterances with at most this many training frames (2.8 h) and a quarter as many test frames, so their memory stops growing with the corpus (about 1.3 GB of 256-dim features); 0: all
 probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
+probe_precision=bf16    # stage 4: bf16 = the phone probes' matrix products under bfloat16 autocast (about twice as fast on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX; accuracies within a fraction of a point of fp32); fp32 on CPUs without them
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
 asr_epochs=3            # stage 6: ASR training epochs (same for every feature set)
@@ -198,30 +200,32 @@ else
   cpc_ckpt=$exp/best.pt
 fi
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
-    "dump_z=$dump_z ${baselines_sig}$model_sig data=$(stage_sig $data_marks/stage1.done)"; then
+    "dump_z=$dump_z precision=$extract_precision ${baselines_sig}$model_sig data=$(stage_sig $data_marks/stage1.done)"; then
   # shellcheck disable=SC2086
   python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
     ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
-    --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj"
+    --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj" \
+    --precision "$extract_precision"
   if [ "$baselines" = true ]; then
     python local/extract_features.py --feat-type mfcc \
       --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
     # shellcheck disable=SC2086
     python local/extract_features.py --feat-type random --config "$config" \
       ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
-      --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj"
+      --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj" \
+      --precision "$extract_precision"
   fi
   end_stage $(for f in $dump_dirs; do echo data/$f/info.json; done)
 fi
 
 # ---- stage 4: phone probes ----
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
-    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames schedule=$probe_schedule feats=$(stage_sig $exp_marks/stage3.done)"; then
+    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames schedule=$probe_schedule precision=$probe_precision feats=$(stage_sig $exp_marks/stage3.done)"; then
   for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
       --output-dir $exp/probe_phone/$feat --seed "$seed" --min-steps "$probe_min_steps" \
       --max-train-frames "$probe_max_frames" --max-test-frames $((probe_max_frames / 4)) \
-      --schedule "$probe_schedule"
+      --schedule "$probe_schedule" --precision "$probe_precision"
   done
   end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi

@@ -100,6 +100,32 @@ def test_cpc_checkpoint_source(checkpoint: Path) -> None:
     assert ext.feature_dim(16000) == 8
 
 
+def test_bf16_extraction_is_close_to_fp32_and_recorded(checkpoint: Path) -> None:
+    """precision="bf16": the encoder under bf16 autocast, the GRU in float32; the features
+    stay float32, close to fp32's but not equal, and the precision is in the dump's source
+    (so a change rebuilds the dump)."""
+    from cpc.audio.extractor import random_init_source
+
+    fp32, src32 = cpc_checkpoint_source(str(checkpoint))
+    bf16, src16 = cpc_checkpoint_source(str(checkpoint), precision="bf16")
+    assert (src32["precision"], src16["precision"]) == ("fp32", "bf16")
+    x = wave(16000 + 321, seed=4)
+    a, b = fp32.extract(x, 16000), bf16.extract(x, 16000)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    rel = np.linalg.norm(a - b) / np.linalg.norm(a)
+    assert 0 < rel < 0.02  # rounded (bf16 has 8 significant bits), not another model
+    # padded batches keep their frame contract in bf16 too
+    xs = [wave(n, seed=n) for n in (3210, 1605)]
+    for f, one in zip(bf16.extract_batch(xs, 16000), (bf16.extract(x, 16000) for x in xs)):
+        assert f.shape == one.shape
+        np.testing.assert_allclose(f, one, atol=0.05)
+    _, rsrc = random_init_source(None, ["model.channels=16", "model.context_dim=8"], 1,
+                                 precision="bf16")
+    assert rsrc["precision"] == "bf16"
+    with pytest.raises(ExtractorError, match="precision"):
+        CPCExtractor(CPCExtractorConfig(checkpoint=str(checkpoint), precision="fp16"))
+
+
 def test_pickle_drops_the_model_and_reloads(checkpoint: Path) -> None:
     ext = CPCExtractor(CPCExtractorConfig(checkpoint=str(checkpoint)))
     x = wave(4000)

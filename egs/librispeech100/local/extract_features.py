@@ -104,6 +104,14 @@ def get_parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1"
     )
     parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="cpc/random: bf16 = the encoder's convolutions under bfloat16 autocast (the GRU "
+        "stays float32; faster on CPUs with bf16 instructions); recorded in info.json, so a "
+        "change rebuilds the dump. A CPC_audio checkpoint is always read in fp32",
+    )
+    parser.add_argument(
         "--max-batch-duration",
         type=float,
         default=-1.0,
@@ -160,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                         "--feat-type cpc needs --checkpoint (e.g. exp/<tag>/best.pt)"
                     )
                 extractor, source = cpc_checkpoint_source(
-                    args.checkpoint, out, device, _cpc_audio_config(args.cpc_audio_args)
+                    args.checkpoint,
+                    out,
+                    device,
+                    _cpc_audio_config(args.cpc_audio_args),
+                    precision=args.precision,
                 )
                 feat_type = "cpc" if out == "c" else "cpc_z"
                 objective = ((source["config"] or {}).get("model") or {}).get("objective", "cpc")
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                     feat_type = "supervised" if out == "c" else "supervised_z"
             elif args.feat_type == "random":
                 extractor, source = random_init_source(
-                    args.config, args.override, args.seed, out, device
+                    args.config, args.override, args.seed, out, device, precision=args.precision
                 )
                 feat_type = "random" if out == "c" else "random_z"
             else:
