@@ -229,7 +229,8 @@ def test_speech_precision_options_are_in_their_stage_markers() -> None:
     # the CPC and random-init dumps (not MFCC) take it; every phone probe takes it
     assert blocks[3].count('--precision "$extract_precision"') == 2
     assert blocks[3].count("--feat-type random") == 1 and blocks[3].count("--feat-type cpc") == 1
-    assert blocks[4].count("probe.py phone") == blocks[4].count('--precision "$probe_precision"') == 1
+    probe_precision = blocks[4].count('--precision "$probe_precision"')
+    assert blocks[4].count("probe.py phone") == probe_precision == 1
     # defaults: bf16 for both (documented in --help)
     head = text.split("parse_options.sh")[0]
     assert "\nextract_precision=bf16 " in head and "\nprobe_precision=bf16 " in head

@@ -119,8 +119,9 @@ def test_bf16_extraction_is_close_to_fp32_and_recorded(checkpoint: Path) -> None
     for f, one in zip(bf16.extract_batch(xs, 16000), (bf16.extract(x, 16000) for x in xs)):
         assert f.shape == one.shape
         np.testing.assert_allclose(f, one, atol=0.05)
-    _, rsrc = random_init_source(None, ["model.channels=16", "model.context_dim=8"], 1,
-                                 precision="bf16")
+    _, rsrc = random_init_source(
+        None, ["model.channels=16", "model.context_dim=8"], 1, precision="bf16"
+    )
     assert rsrc["precision"] == "bf16"
     with pytest.raises(ExtractorError, match="precision"):
         CPCExtractor(CPCExtractorConfig(checkpoint=str(checkpoint), precision="fp16"))
