@@ -146,8 +146,17 @@ def test_stages_0_to_7_tiny(tmp_path: Path) -> None:
     # Stage 7: ABX within and across speakers for every feature set.
     abx = json.loads((exp / "abx/results.json").read_text())
     assert sorted(abx) == sorted(asr) and (exp / "abx/RESULTS.md").is_file()
-    for res in abx.values():
-        assert res["within"]["triplets"] > 0 and 0 <= res["within"]["error"] <= 1
+    # The tiny test split (one utterance per speaker) may hold no triphone minimal pair, so
+    # the counts depend on the alignment; what must hold: every feature set is scored on the
+    # same sampled triplets (shared labels and seed), and a mode without triplets says so.
+    abx_md = (exp / "abx/RESULTS.md").read_text()
+    for mode in ("within", "across"):
+        (n,) = {res[mode]["triplets"] for res in abx.values()}
+        for res in abx.values():
+            if n:
+                assert 0 <= res[mode]["error"] <= 1
+            else:
+                assert res[mode]["error"] is None and "no triplets" in abx_md
 
     # Everything is done: a second run skips all eight stages.
     r = run_recipe(d, "--stage", "0", "--stop-stage", "7", *TINY, *ALIGN)
