@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Triphone ABX error (%), within context",
         "",
-        f"Test split; DTW, angular distance; at most {cfg.max_triplets} triplets per mode "
+        f"Split: {args.part}; DTW, angular distance; at most {cfg.max_triplets} triplets per mode "
         f"(seed {cfg.seed}).",
         "",
         "| features | within speaker | across speaker | triplets (within / across) |",
@@ -88,11 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, r in results.items():
         w, a = r["within"], r["across"]
-        fmt = lambda e: "-" if e is None else f"{100 * e:.2f}"  # noqa: E731
+        fmt = lambda e: "no triplets" if e is None else f"{100 * e:.2f}"  # noqa: E731
         lines.append(
             f"| {name} | {fmt(w['error'])} | {fmt(a['error'])} | "
             f"{w['triplets']} / {a['triplets']} |"
         )
+    if any(r[m]["triplets"] == 0 for r in results.values() for m in ("within", "across")):
+        lines += [
+            "",
+            "no triplets: the split holds no triphone minimal pair (same context, another "
+            "centre phone) for that mode, e.g. too few utterances per speaker; score a larger "
+            "split (--part).",
+        ]
     write_text_atomic(out / "RESULTS.md", "\n".join(lines) + "\n")
     logging.info(f"ABX results: {out / 'RESULTS.md'}")
     return 0
