@@ -52,6 +52,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="classifier epochs/round")
     parser.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest phone")
     parser.add_argument(
+        "--sil-frames",
+        type=int,
+        default=d.sil_frames,
+        help="shortest pause between words, in frames (states of the optional silence)",
+    )
+    parser.add_argument(
         "--states", type=int, default=d.states, help="sub-phone states per phone (1 or 3)"
     )
     parser.add_argument(
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         epochs=args.epochs,
         min_frames=args.min_frames,
+        sil_frames=args.sil_frames,
         states=args.states,
         context=args.context,
         seed=args.seed,
