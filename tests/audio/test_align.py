@@ -21,6 +21,7 @@ from cpc.audio.align import (
     make_split,
     pause_frames,
     pronunciation_mismatch,
+    runs,
     viterbi,
     viterbi_batch,
 )
@@ -80,6 +81,38 @@ def test_viterbi_places_optional_silence_only_where_there_is_silence() -> None:
     scores = [rng.normal(size=(int(n), 41)) for n in (13, 5, 30)]
     batch = viterbi_batch(scores, chains)
     assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+
+
+def test_minimum_pause_between_words() -> None:
+    """With sil_frames N every optional silence is a block of N silence states: a pause the
+    path takes lasts at least N frames, and the path can still skip the whole block."""
+    a, b = P["AA"], P["B"]
+    chain = build_chain([[a], [b]], min_frames=2, sil_frames=3)
+    assert chain.phone.tolist() == [SIL] * 3 + [a, a] + [SIL] * 3 + [b, b] + [SIL] * 3
+    assert chain.min_frames == 4
+    # a 1-frame dip between the words (a stop closure, say) is no pause of 3 frames: the
+    # path skips the silence, and the dip goes to a neighbouring phone
+    dip = [a] * 4 + [SIL] + [b] * 4
+    got = viterbi(_scores(dip), chain).tolist()
+    assert got in ([a] * 5 + [b] * 4, [a] * 4 + [b] * 5)
+    # with single-state silence (the old chain) the same dip becomes a 1-frame pause
+    assert viterbi(_scores(dip), build_chain([[a], [b]], min_frames=2)).tolist() == dip
+    # a real pause of 4 frames, and edge silences of 3, are kept
+    truth = [SIL] * 3 + [a] * 4 + [SIL] * 4 + [b] * 3 + [SIL] * 3
+    assert viterbi(_scores(truth), chain).tolist() == truth
+    no_pause = [a] * 4 + [b] * 3  # every silence skipped, including the edges
+    assert viterbi(_scores(no_pause), chain).tolist() == no_pause
+    # batched Viterbi agrees with one at a time on random scores and mixed chains
+    rng = np.random.default_rng(1)
+    chains = [chain, build_chain([[b, a], [b]], 1, 3, sil_frames=5), build_chain([[a]], 3)]
+    scores = [rng.normal(size=(int(n), 41 * 3)) for n in (17, 20, 30)]
+    for sc in scores:
+        sc[:, SIL] += 1.0  # silence likely enough for the paths to take pauses
+    batch = viterbi_batch(scores, chains)
+    assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+    for x, sil, shortest in zip(batch, [SIL, 3 * SIL, SIL], [3, 5, 1]):
+        _, lengths, values = runs(x)  # every pause in the path lasts at least the block
+        assert (values == sil).any() and lengths[values == sil].min() >= shortest
 
 
 def test_sub_phone_states() -> None:
@@ -254,10 +287,12 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     run_recipe(d, *one, "--align-context", "2")  # same options: stage 1 skipped
     r = run_recipe(d, *one, "--align-context", "0")  # another context: stage 1 re-runs
     assert "options changed" in r.stderr
+    r = run_recipe(d, *one, "--align-context", "0", "--align-sil-frames", "4")  # re-runs too
+    assert "options changed" in r.stderr
     shutil.rmtree(d / "data")
     run_recipe(d, *one)  # the default
     calls = argvs()
-    assert len(calls) == 3
+    assert len(calls) == 4
 
     spec = importlib.util.spec_from_file_location(
         "align_cli", REPO_ROOT / "egs/librispeech100/local/align.py"
@@ -266,5 +301,10 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     spec.loader.exec_module(cli)
     contexts = [cli.get_parser().parse_args(a).context for a in calls]
     default = int(re.search(r"^align_context=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert contexts == [2, 0, default]
+    assert contexts == [2, 0, 0, default]
     assert default == AlignConfig().context == cli.get_parser().parse_args([]).context
+    # --align-sil-frames likewise reaches AlignConfig.sil_frames, with the aligner's default
+    sil = [cli.get_parser().parse_args(a).sil_frames for a in calls]
+    sil_default = int(re.search(r"^align_sil_frames=(\d+)", (d / "run.sh").read_text(), re.M)[1])
+    assert sil == [sil_default, sil_default, 4, sil_default]
+    assert sil_default == AlignConfig().sil_frames == cli.get_parser().parse_args([]).sil_frames
