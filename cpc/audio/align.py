@@ -73,6 +73,7 @@ class AlignConfig:
     lr: float = 2e-3
     batch_frames: int = 1024
     min_frames: int = 3  # shortest duration of a phone (frames of 10 ms)
+    cmvn: str = "utterance"  # feature mean/variance normalisation: "utterance" or "speaker"
     sil_frames: int = 1  # shortest pause between words (frames; states of the silence block)
     states: int = 3  # sub-phone states per phone (1: one class per phone; 3: begin/mid/end)
     prior_scale: float = 0.5  # log posterior - prior_scale * log prior
@@ -347,12 +348,32 @@ def normalize(feats: np.ndarray) -> np.ndarray:
     return (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
 
 
-def prepare_utterances(cuts: CutSet, lexicon: Lexicon) -> tuple[list[Utterance], dict[str, str]]:
-    """MFCC features and pronunciations of every cut; empty transcripts are failures."""
+def normalize_per_speaker(utts: list[Utterance], raw: list[np.ndarray]) -> None:
+    """Mean and variance normalisation over all frames of each speaker (Kaldi's and the
+    Montreal Forced Aligner's per-speaker CMVN): ``utts[i].feats`` becomes ``raw[i]``
+    normalised with its speaker's statistics."""
+    by_spk: dict[str, list[int]] = {}
+    for i, u in enumerate(utts):
+        by_spk.setdefault(u.speaker, []).append(i)
+    for idx in by_spk.values():
+        allf = np.concatenate([raw[i] for i in idx])
+        mean, std = allf.mean(0), allf.std(0) + 1e-5
+        for i in idx:
+            utts[i].feats = (raw[i] - mean) / std
+
+
+def prepare_utterances(
+    cuts: CutSet, lexicon: Lexicon, cmvn: str = "utterance"
+) -> tuple[list[Utterance], dict[str, str]]:
+    """MFCC features and pronunciations of every cut; empty transcripts are failures.
+    ``cmvn``: normalise the features per ``utterance`` or per ``speaker``."""
+    if cmvn not in ("utterance", "speaker"):
+        raise ValueError(f"cmvn must be 'utterance' or 'speaker', not {cmvn!r}")
     from cpc.audio.extractor import MfccDeltas, load_waveform
 
     mfcc = MfccDeltas()
     utts: list[Utterance] = []
+    raw: list[np.ndarray] = []
     failed: dict[str, str] = {}
     for cut in tqdm(cuts, desc="MFCC for alignment", unit=" utts"):
         sup = cut.supervisions[0] if cut.supervisions else None
@@ -364,6 +385,10 @@ def prepare_utterances(cuts: CutSet, lexicon: Lexicon) -> tuple[list[Utterance],
         n = num_frames(cut.duration, cut.sampling_rate)
         feats = mfcc.extract(load_waveform(cut, n), cut.sampling_rate)
         utts.append(Utterance(cut.id, str(sup.speaker), normalize(feats), words, feats[:, 0]))
+        if cmvn == "speaker":
+            raw.append(feats)
+    if cmvn == "speaker":
+        normalize_per_speaker(utts, raw)
     return utts, failed
 
 
@@ -628,7 +653,7 @@ def align_corpus(
     cuts = load_corpus_cuts(manifest_dir, part)
     hours = sum(c.duration for c in cuts) / 3600
     lexicon = Lexicon()
-    utts, failed = prepare_utterances(cuts, lexicon)
+    utts, failed = prepare_utterances(cuts, lexicon, cfg.cmvn)
     ref = None
     if reference_dir is not None:
         ref, _ = read_alignments(Path(reference_dir) / ALIGNMENT_FILE, len(PHONES))

@@ -19,6 +19,7 @@ from cpc.audio.align import (
     build_chain,
     flat_start,
     make_split,
+    normalize_per_speaker,
     pause_frames,
     pronunciation_mismatch,
     runs,
@@ -113,6 +114,23 @@ def test_minimum_pause_between_words() -> None:
     for x, sil, shortest in zip(batch, [SIL, 3 * SIL, SIL], [3, 5, 1]):
         _, lengths, values = runs(x)  # every pause in the path lasts at least the block
         assert (values == sil).any() and lengths[values == sil].min() >= shortest
+
+
+def test_per_speaker_normalisation() -> None:
+    """cmvn 'speaker': each speaker's frames, all utterances together, have mean 0 and
+    variance 1 (an utterance alone need not), and speakers do not mix."""
+    rng = np.random.default_rng(0)
+    raw = [rng.normal(m, sd, size=(n, 3)) for m, sd, n in ((5, 2, 40), (1, 2, 60), (-3, 0.5, 50))]
+    utts = [Utterance(f"u{i}", spk, np.zeros_like(r), [[P["AA"]]]) for i, (r, spk) in
+            enumerate(zip(raw, ["a", "a", "b"]))]
+    normalize_per_speaker(utts, raw)
+    a = np.concatenate([utts[0].feats, utts[1].feats])
+    np.testing.assert_allclose(a.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(a.std(0), 1, atol=1e-4)
+    assert utts[0].feats.mean() > 0.5 and utts[1].feats.mean() < -0.5  # not per utterance
+    np.testing.assert_allclose(utts[2].feats, (raw[2] - raw[2].mean(0)) / (raw[2].std(0) + 1e-5))
+    np.testing.assert_allclose(utts[0].feats, (raw[0] - np.concatenate(raw[:2]).mean(0))
+                               / (np.concatenate(raw[:2]).std(0) + 1e-5))
 
 
 def test_sub_phone_states() -> None:

@@ -52,6 +52,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="classifier epochs/round")
     parser.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest phone")
     parser.add_argument(
+        "--cmvn",
+        choices=["utterance", "speaker"],
+        default=d.cmvn,
+        help="normalise the MFCC features per utterance or per speaker",
+    )
+    parser.add_argument(
         "--sil-frames",
         type=int,
         default=d.sil_frames,
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         min_frames=args.min_frames,
         sil_frames=args.sil_frames,
+        cmvn=args.cmvn,
         states=args.states,
         context=args.context,
         seed=args.seed,
