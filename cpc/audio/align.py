@@ -4,12 +4,13 @@
 Method (a flat-start hybrid aligner, no released labels and no downloaded weights):
 
 1. Features: Kaldi-compatible MFCC + deltas + delta-deltas (39 dims, 10 ms frames, the
-   stage-3 MFCC baseline), normalised per utterance (mean and variance).
+   stage-3 MFCC baseline), normalised per utterance (mean and variance; or per speaker).
 2. Pronunciations: :class:`cpc.audio.lexicon.Lexicon` (CMUdict, stress removed, 41 classes;
    out-of-vocabulary words become spoken noise, counted).
 3. Each utterance is a left-to-right chain ``SIL? w1 SIL? w2 ... wn SIL?``: every phone of
    every word in order, each lasting at least ``min_frames`` frames, and an OPTIONAL silence
-   before, between and after the words (the alignment decides where there is a pause).
+   before, between and after the words (the alignment decides where there is a pause), of
+   at least ``sil_frames`` frames when it is taken.
 4. Flat start: each utterance is cut into equal parts, one per phone, with silence at both
    ends. Then ``iterations`` times: train a frame classifier (an MLP on +-``context`` spliced
    frames) on the current labels, and re-align every utterance by Viterbi through its chain
