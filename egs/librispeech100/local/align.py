@@ -52,6 +52,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="classifier epochs/round")
     parser.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest phone")
     parser.add_argument(
+        "--prior-scale",
+        type=float,
+        default=d.prior_scale,
+        help="scores are log posterior - PRIOR_SCALE x log prior (1: scaled likelihoods)",
+    )
+    parser.add_argument(
         "--cmvn",
         choices=["utterance", "speaker"],
         default=d.cmvn,
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         min_frames=args.min_frames,
         sil_frames=args.sil_frames,
         cmvn=args.cmvn,
+        prior_scale=args.prior_scale,
         states=args.states,
         context=args.context,
         seed=args.seed,
