@@ -75,6 +75,7 @@ class AlignConfig:
     batch_frames: int = 1024
     min_frames: int = 3  # shortest duration of a phone (frames of 10 ms)
     cmvn: str = "utterance"  # feature mean/variance normalisation: "utterance" or "speaker"
+    sil_states: int = 1  # sub-states of a pause (1: one silence class; at most ``states``)
     sil_frames: int = 1  # shortest pause between words (frames; states of the silence block)
     states: int = 3  # sub-phone states per phone (1: one class per phone; 3: begin/mid/end)
     prior_scale: float = 0.5  # log posterior - prior_scale * log prior
@@ -108,7 +109,11 @@ class Chain:
 
 
 def build_chain(
-    words: list[list[int]], min_frames: int = 1, states: int = 1, sil_frames: int = 1
+    words: list[list[int]],
+    min_frames: int = 1,
+    states: int = 1,
+    sil_frames: int = 1,
+    sil_states: int = 1,
 ) -> Chain:
     """``SIL? w1 SIL? w2 ... SIL?`` with each phone repeated ``min_frames`` times (the
     repeats are mandatory states, so the phone lasts at least that long).
@@ -120,8 +125,14 @@ def build_chain(
 
     Each optional silence is a block of ``sil_frames`` states (all of the silence class):
     a pause, when the path takes it, lasts at least ``sil_frames`` frames, as a silence HMM
-    of that many states would (Kaldi's silence has 5); the path may skip the whole block."""
-    sil = [SIL_ID * states] * max(1, sil_frames)
+    of that many states would (Kaldi's silence has 5); the path may skip the whole block.
+    With ``sil_states`` > 1 (at most ``states``) the pause is itself a left-to-right run of
+    sub-states ``SIL_ID * states + k`` (its onset ... its end), like a phone's."""
+    if not 1 <= sil_states <= states:
+        raise ValueError(f"sil_states must be between 1 and states ({states}), not {sil_states}")
+    n_sil = max(1, sil_frames, sil_states)
+    sil_reps = np.diff(np.linspace(0, n_sil, sil_states + 1).round().astype(int))
+    sil = [SIL_ID * states + k for k, r in enumerate(sil_reps) for _ in range(int(r))]
     phone: list[int] = list(sil)
     optional: list[bool] = [True] * len(sil)
     n = max(min_frames, states)
@@ -405,7 +416,7 @@ def align_utterances(
     chains: dict[str, Chain] = {}
     kept: list[Utterance] = []
     for u in utts:
-        chain = build_chain(u.words, cfg.min_frames, cfg.states, cfg.sil_frames)
+        chain = build_chain(u.words, cfg.min_frames, cfg.states, cfg.sil_frames, cfg.sil_states)
         if len(u.feats) < chain.min_frames:
             n_ph = sum(len(w) for w in u.words)
             failed[u.id] = (

@@ -103,6 +103,26 @@ def test_minimum_pause_between_words() -> None:
     assert viterbi(_scores(truth), chain).tolist() == truth
     no_pause = [a] * 4 + [b] * 3  # every silence skipped, including the edges
     assert viterbi(_scores(no_pause), chain).tolist() == no_pause
+    # sil_states: a pause is a run of silence sub-states (onset ... end), like a phone
+    three = build_chain([[a]], min_frames=3, states=3, sil_states=3)
+    assert three.phone.tolist() == [SIL, SIL + 1, SIL + 2, 3 * a, 3 * a + 1, 3 * a + 2] + [
+        SIL,
+        SIL + 1,
+        SIL + 2,
+    ]
+    assert build_chain([[a]], 3, 3, sil_frames=5, sil_states=3).phone.tolist()[:5] == [
+        SIL,
+        SIL,
+        SIL + 1,
+        SIL + 2,
+        SIL + 2,
+    ]
+    truth = [SIL, SIL + 1, SIL + 1, SIL + 2, 3 * a, 3 * a + 1, 3 * a + 2, SIL, SIL + 1, SIL + 2]
+    scores = np.zeros((len(truth), 41 * 3))
+    scores[np.arange(len(truth)), truth] = 5.0
+    assert viterbi(scores, three).tolist() == truth
+    with pytest.raises(ValueError, match="sil_states"):
+        build_chain([[a]], 3, 3, sil_states=4)
     # batched Viterbi agrees with one at a time on random scores and mixed chains
     rng = np.random.default_rng(1)
     chains = [chain, build_chain([[b, a], [b]], 1, 3, sil_frames=5), build_chain([[a]], 3)]
@@ -121,16 +141,20 @@ def test_per_speaker_normalisation() -> None:
     variance 1 (an utterance alone need not), and speakers do not mix."""
     rng = np.random.default_rng(0)
     raw = [rng.normal(m, sd, size=(n, 3)) for m, sd, n in ((5, 2, 40), (1, 2, 60), (-3, 0.5, 50))]
-    utts = [Utterance(f"u{i}", spk, np.zeros_like(r), [[P["AA"]]]) for i, (r, spk) in
-            enumerate(zip(raw, ["a", "a", "b"]))]
+    utts = [
+        Utterance(f"u{i}", spk, np.zeros_like(r), [[P["AA"]]])
+        for i, (r, spk) in enumerate(zip(raw, ["a", "a", "b"]))
+    ]
     normalize_per_speaker(utts, raw)
     a = np.concatenate([utts[0].feats, utts[1].feats])
     np.testing.assert_allclose(a.mean(0), 0, atol=1e-9)
     np.testing.assert_allclose(a.std(0), 1, atol=1e-4)
     assert utts[0].feats.mean() > 0.5 and utts[1].feats.mean() < -0.5  # not per utterance
     np.testing.assert_allclose(utts[2].feats, (raw[2] - raw[2].mean(0)) / (raw[2].std(0) + 1e-5))
-    np.testing.assert_allclose(utts[0].feats, (raw[0] - np.concatenate(raw[:2]).mean(0))
-                               / (np.concatenate(raw[:2]).std(0) + 1e-5))
+    np.testing.assert_allclose(
+        utts[0].feats,
+        (raw[0] - np.concatenate(raw[:2]).mean(0)) / (np.concatenate(raw[:2]).std(0) + 1e-5),
+    )
 
 
 def test_sub_phone_states() -> None:

@@ -64,6 +64,12 @@ def get_parser() -> argparse.ArgumentParser:
         help="normalise the MFCC features per utterance or per speaker",
     )
     parser.add_argument(
+        "--sil-states",
+        type=int,
+        default=d.sil_states,
+        help="sub-states of a pause (1: one silence class; up to --states: onset ... end)",
+    )
+    parser.add_argument(
         "--sil-frames",
         type=int,
         default=d.sil_frames,
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         min_frames=args.min_frames,
         sil_frames=args.sil_frames,
+        sil_states=args.sil_states,
         cmvn=args.cmvn,
         prior_scale=args.prior_scale,
         states=args.states,
