@@ -331,10 +331,14 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     assert "options changed" in r.stderr
     r = run_recipe(d, *one, "--align-context", "0", "--align-sil-frames", "4")  # re-runs too
     assert "options changed" in r.stderr
+    r = run_recipe(
+        d, *one, "--align-context", "0", "--align-sil-frames", "4", "--align-sil-states", "3"
+    )
+    assert "options changed" in r.stderr
     shutil.rmtree(d / "data")
     run_recipe(d, *one)  # the default
     calls = argvs()
-    assert len(calls) == 4
+    assert len(calls) == 5
 
     spec = importlib.util.spec_from_file_location(
         "align_cli", REPO_ROOT / "egs/librispeech100/local/align.py"
@@ -343,10 +347,14 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     spec.loader.exec_module(cli)
     contexts = [cli.get_parser().parse_args(a).context for a in calls]
     default = int(re.search(r"^align_context=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert contexts == [2, 0, 0, default]
+    assert contexts == [2, 0, 0, 0, default]
     assert default == AlignConfig().context == cli.get_parser().parse_args([]).context
     # --align-sil-frames likewise reaches AlignConfig.sil_frames, with the aligner's default
     sil = [cli.get_parser().parse_args(a).sil_frames for a in calls]
     sil_default = int(re.search(r"^align_sil_frames=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert sil == [sil_default, sil_default, 4, sil_default]
+    assert sil == [sil_default, sil_default, 4, 4, sil_default]
     assert sil_default == AlignConfig().sil_frames == cli.get_parser().parse_args([]).sil_frames
+    states = [cli.get_parser().parse_args(a).sil_states for a in calls]
+    st_default = int(re.search(r"^align_sil_states=(\d+)", (d / "run.sh").read_text(), re.M)[1])
+    assert states == [st_default, st_default, st_default, 3, st_default]
+    assert st_default == AlignConfig().sil_states == cli.get_parser().parse_args([]).sil_states
