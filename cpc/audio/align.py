@@ -4,12 +4,13 @@
 Method (a flat-start hybrid aligner, no released labels and no downloaded weights):
 
 1. Features: Kaldi-compatible MFCC + deltas + delta-deltas (39 dims, 10 ms frames, the
-   stage-3 MFCC baseline), normalised per utterance (mean and variance).
+   stage-3 MFCC baseline), normalised per utterance (mean and variance; or per speaker).
 2. Pronunciations: :class:`cpc.audio.lexicon.Lexicon` (CMUdict, stress removed, 41 classes;
    out-of-vocabulary words become spoken noise, counted).
 3. Each utterance is a left-to-right chain ``SIL? w1 SIL? w2 ... wn SIL?``: every phone of
    every word in order, each lasting at least ``min_frames`` frames, and an OPTIONAL silence
-   before, between and after the words (the alignment decides where there is a pause).
+   before, between and after the words (the alignment decides where there is a pause), of
+   at least ``sil_frames`` frames when it is taken.
 4. Flat start: each utterance is cut into equal parts, one per phone, with silence at both
    ends. Then ``iterations`` times: train a frame classifier (an MLP on +-``context`` spliced
    frames) on the current labels, and re-align every utterance by Viterbi through its chain
@@ -73,6 +74,9 @@ class AlignConfig:
     lr: float = 2e-3
     batch_frames: int = 1024
     min_frames: int = 3  # shortest duration of a phone (frames of 10 ms)
+    cmvn: str = "utterance"  # feature mean/variance normalisation: "utterance" or "speaker"
+    sil_states: int = 1  # sub-states of a pause (1: one silence class; at most ``states``)
+    sil_frames: int = 1  # shortest pause between words (frames; states of the silence block)
     states: int = 3  # sub-phone states per phone (1: one class per phone; 3: begin/mid/end)
     prior_scale: float = 0.5  # log posterior - prior_scale * log prior
     test_fraction: float = 0.2  # split when no split files are given: per speaker
@@ -104,16 +108,33 @@ class Chain:
         return int((~self.optional).sum())
 
 
-def build_chain(words: list[list[int]], min_frames: int = 1, states: int = 1) -> Chain:
+def build_chain(
+    words: list[list[int]],
+    min_frames: int = 1,
+    states: int = 1,
+    sil_frames: int = 1,
+    sil_states: int = 1,
+) -> Chain:
     """``SIL? w1 SIL? w2 ... SIL?`` with each phone repeated ``min_frames`` times (the
     repeats are mandatory states, so the phone lasts at least that long).
 
     With ``states`` > 1 each phone ``p`` is a left-to-right run of sub-phone classes
     ``p * states + k`` (k = 0 .. states-1, the phone's begin ... end), the ``min_frames``
     mandatory states shared among them as evenly as possible (at least one each); silence is
-    one class, ``SIL_ID * states``. A class ``c`` is phone ``c // states``."""
-    phone: list[int] = [SIL_ID * states]
-    optional: list[bool] = [True]
+    one class, ``SIL_ID * states``. A class ``c`` is phone ``c // states``.
+
+    Each optional silence is a block of ``sil_frames`` states (all of the silence class):
+    a pause, when the path takes it, lasts at least ``sil_frames`` frames, as a silence HMM
+    of that many states would (Kaldi's silence has 5); the path may skip the whole block.
+    With ``sil_states`` > 1 (at most ``states``) the pause is itself a left-to-right run of
+    sub-states ``SIL_ID * states + k`` (its onset ... its end), like a phone's."""
+    if not 1 <= sil_states <= states:
+        raise ValueError(f"sil_states must be between 1 and states ({states}), not {sil_states}")
+    n_sil = max(1, sil_frames, sil_states)
+    sil_reps = np.diff(np.linspace(0, n_sil, sil_states + 1).round().astype(int))
+    sil = [SIL_ID * states + k for k, r in enumerate(sil_reps) for _ in range(int(r))]
+    phone: list[int] = list(sil)
+    optional: list[bool] = [True] * len(sil)
     n = max(min_frames, states)
     reps = np.diff(np.linspace(0, n, states + 1).round().astype(int))
     for w in words:
@@ -121,20 +142,35 @@ def build_chain(words: list[list[int]], min_frames: int = 1, states: int = 1) ->
             for k, r in enumerate(reps):
                 phone += [p * states + k] * int(r)
             optional += [False] * n
-        phone.append(SIL_ID * states)
-        optional.append(True)
+        phone += sil
+        optional += [True] * len(sil)
     return Chain(np.array(phone, dtype=np.int64), np.array(optional, dtype=bool))
 
 
 def viterbi(scores: np.ndarray, chain: Chain) -> np.ndarray:
     """Best path through ``chain`` for frame scores ``scores`` (T, C) (log domain).
 
-    The path starts in state 0 or, skipping the optional leading silence, state 1; it ends
-    in the last state or the one before (skipping the trailing silence); every step stays,
-    moves one state on, or jumps over an optional state. Returns the class id per frame
-    (T,). Raises ValueError when T is smaller than ``chain.min_frames``.
+    The path starts in state 0 or, skipping the optional leading silence, in the first
+    mandatory state; it ends in the last state or, skipping the trailing silence, in the
+    last mandatory state; every step stays, moves one state on, or jumps over a whole block
+    of optional states. Returns the class id per frame (T,). Raises ValueError when T is
+    smaller than ``chain.min_frames``.
     """
     return viterbi_batch([scores], [chain])[0]
+
+
+def _skip_sources(optional: np.ndarray) -> np.ndarray:
+    """For each state, the state before the block of optional states just before it (the
+    state a path skipping that block comes from), or -1 when no optional block precedes it
+    (or the block is the leading one)."""
+    src = np.full(len(optional), -1, dtype=np.int64)
+    for s in range(1, len(optional)):
+        if optional[s - 1] and not optional[s]:
+            j = s - 1
+            while j >= 0 and optional[j]:
+                j -= 1
+            src[s] = j
+    return src
 
 
 def viterbi_batch(scores: list[np.ndarray], chains: list[Chain]) -> list[np.ndarray]:
@@ -149,33 +185,40 @@ def viterbi_batch(scores: list[np.ndarray], chains: list[Chain]) -> list[np.ndar
     t_max, s_max = int(T.max()), int(S.max())
     neg = -np.inf
     emit = np.full((B, t_max, s_max), neg)
-    skippable = np.zeros((B, s_max), dtype=bool)  # may enter s from s-2 (s-1 optional)
+    skip_src = np.full((B, s_max), -1, dtype=np.int64)  # may enter s from skip_src (>= 0)
+    first = np.zeros(B, dtype=np.int64)  # first mandatory state (after the leading block)
     for b, (sc, ch) in enumerate(zip(scores, chains)):
         emit[b, : T[b], : S[b]] = sc[:, ch.phone]
-        skippable[b, 2 : S[b]] = ch.optional[1:-1]
+        skip_src[b, : S[b]] = _skip_sources(ch.optional)
+        mandatory = np.flatnonzero(~ch.optional)
+        first[b] = mandatory[0] if len(mandatory) else 0
+    has_skip = skip_src >= 0
+    skip_step = np.where(has_skip, np.arange(s_max)[None, :] - skip_src, 0)
+    skip_idx = np.maximum(skip_src, 0)
     delta = np.full((B, s_max), neg)
     delta[:, 0] = emit[:, 0, 0]
-    delta[:, 1] = np.where(S > 1, emit[:, 0, 1], neg)
-    back = np.zeros((B, t_max, s_max), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    rows1 = np.arange(B)
+    delta[rows1, first] = emit[rows1, 0, first]
+    back = np.zeros((B, t_max, s_max), dtype=np.int16)  # states moved on: 0 stay, 1, or a skip
     final = np.where((T == 1)[:, None], delta, neg)
     pad1 = np.full((B, 1), neg)
-    pad2 = np.full((B, 2), neg)
     rows = np.arange(B)[:, None]
     cols = np.arange(s_max)[None, :]
     for t in range(1, t_max):
         prev1 = np.concatenate((pad1, delta[:, :-1]), axis=1)
-        prev2 = np.concatenate((pad2, delta[:, :-2]), axis=1)
-        prev2[~skippable] = neg
-        cand = np.stack([delta, prev1, prev2])
+        prevs = np.take_along_axis(delta, skip_idx, axis=1)
+        prevs[~has_skip] = neg
+        cand = np.stack([delta, prev1, prevs])
         arg = cand.argmax(0)
-        back[:, t] = arg
+        back[:, t] = np.where(arg == 2, skip_step, arg)
         delta = cand[arg, rows, cols] + emit[:, t]
         done = T == t + 1
         if done.any():
             final[done] = delta[done]
     out = []
     for b, ch in enumerate(chains):
-        ends = [S[b] - 1] + ([S[b] - 2] if S[b] > 1 and ch.optional[-1] else [])
+        mandatory = np.flatnonzero(~ch.optional)
+        ends = [S[b] - 1] + ([int(mandatory[-1])] if len(mandatory) and ch.optional[-1] else [])
         s = max(ends, key=lambda e: final[b, e])
         if not np.isfinite(final[b, s]):
             raise ValueError(f"no path of {T[b]} frames through a chain of {S[b]} states")
@@ -317,12 +360,32 @@ def normalize(feats: np.ndarray) -> np.ndarray:
     return (feats - feats.mean(0)) / (feats.std(0) + 1e-5)
 
 
-def prepare_utterances(cuts: CutSet, lexicon: Lexicon) -> tuple[list[Utterance], dict[str, str]]:
-    """MFCC features and pronunciations of every cut; empty transcripts are failures."""
+def normalize_per_speaker(utts: list[Utterance], raw: list[np.ndarray]) -> None:
+    """Mean and variance normalisation over all frames of each speaker (Kaldi's and the
+    Montreal Forced Aligner's per-speaker CMVN): ``utts[i].feats`` becomes ``raw[i]``
+    normalised with its speaker's statistics."""
+    by_spk: dict[str, list[int]] = {}
+    for i, u in enumerate(utts):
+        by_spk.setdefault(u.speaker, []).append(i)
+    for idx in by_spk.values():
+        allf = np.concatenate([raw[i] for i in idx])
+        mean, std = allf.mean(0), allf.std(0) + 1e-5
+        for i in idx:
+            utts[i].feats = (raw[i] - mean) / std
+
+
+def prepare_utterances(
+    cuts: CutSet, lexicon: Lexicon, cmvn: str = "utterance"
+) -> tuple[list[Utterance], dict[str, str]]:
+    """MFCC features and pronunciations of every cut; empty transcripts are failures.
+    ``cmvn``: normalise the features per ``utterance`` or per ``speaker``."""
+    if cmvn not in ("utterance", "speaker"):
+        raise ValueError(f"cmvn must be 'utterance' or 'speaker', not {cmvn!r}")
     from cpc.audio.extractor import MfccDeltas, load_waveform
 
     mfcc = MfccDeltas()
     utts: list[Utterance] = []
+    raw: list[np.ndarray] = []
     failed: dict[str, str] = {}
     for cut in tqdm(cuts, desc="MFCC for alignment", unit=" utts"):
         sup = cut.supervisions[0] if cut.supervisions else None
@@ -334,6 +397,10 @@ def prepare_utterances(cuts: CutSet, lexicon: Lexicon) -> tuple[list[Utterance],
         n = num_frames(cut.duration, cut.sampling_rate)
         feats = mfcc.extract(load_waveform(cut, n), cut.sampling_rate)
         utts.append(Utterance(cut.id, str(sup.speaker), normalize(feats), words, feats[:, 0]))
+        if cmvn == "speaker":
+            raw.append(feats)
+    if cmvn == "speaker":
+        normalize_per_speaker(utts, raw)
     return utts, failed
 
 
@@ -349,7 +416,7 @@ def align_utterances(
     chains: dict[str, Chain] = {}
     kept: list[Utterance] = []
     for u in utts:
-        chain = build_chain(u.words, cfg.min_frames, cfg.states)
+        chain = build_chain(u.words, cfg.min_frames, cfg.states, cfg.sil_frames, cfg.sil_states)
         if len(u.feats) < chain.min_frames:
             n_ph = sum(len(w) for w in u.words)
             failed[u.id] = (
@@ -598,7 +665,7 @@ def align_corpus(
     cuts = load_corpus_cuts(manifest_dir, part)
     hours = sum(c.duration for c in cuts) / 3600
     lexicon = Lexicon()
-    utts, failed = prepare_utterances(cuts, lexicon)
+    utts, failed = prepare_utterances(cuts, lexicon, cfg.cmvn)
     ref = None
     if reference_dir is not None:
         ref, _ = read_alignments(Path(reference_dir) / ALIGNMENT_FILE, len(PHONES))

@@ -19,8 +19,10 @@ from cpc.audio.align import (
     build_chain,
     flat_start,
     make_split,
+    normalize_per_speaker,
     pause_frames,
     pronunciation_mismatch,
+    runs,
     viterbi,
     viterbi_batch,
 )
@@ -80,6 +82,79 @@ def test_viterbi_places_optional_silence_only_where_there_is_silence() -> None:
     scores = [rng.normal(size=(int(n), 41)) for n in (13, 5, 30)]
     batch = viterbi_batch(scores, chains)
     assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+
+
+def test_minimum_pause_between_words() -> None:
+    """With sil_frames N every optional silence is a block of N silence states: a pause the
+    path takes lasts at least N frames, and the path can still skip the whole block."""
+    a, b = P["AA"], P["B"]
+    chain = build_chain([[a], [b]], min_frames=2, sil_frames=3)
+    assert chain.phone.tolist() == [SIL] * 3 + [a, a] + [SIL] * 3 + [b, b] + [SIL] * 3
+    assert chain.min_frames == 4
+    # a 1-frame dip between the words (a stop closure, say) is no pause of 3 frames: the
+    # path skips the silence, and the dip goes to a neighbouring phone
+    dip = [a] * 4 + [SIL] + [b] * 4
+    got = viterbi(_scores(dip), chain).tolist()
+    assert got in ([a] * 5 + [b] * 4, [a] * 4 + [b] * 5)
+    # with single-state silence (the old chain) the same dip becomes a 1-frame pause
+    assert viterbi(_scores(dip), build_chain([[a], [b]], min_frames=2)).tolist() == dip
+    # a real pause of 4 frames, and edge silences of 3, are kept
+    truth = [SIL] * 3 + [a] * 4 + [SIL] * 4 + [b] * 3 + [SIL] * 3
+    assert viterbi(_scores(truth), chain).tolist() == truth
+    no_pause = [a] * 4 + [b] * 3  # every silence skipped, including the edges
+    assert viterbi(_scores(no_pause), chain).tolist() == no_pause
+    # sil_states: a pause is a run of silence sub-states (onset ... end), like a phone
+    three = build_chain([[a]], min_frames=3, states=3, sil_states=3)
+    assert three.phone.tolist() == [SIL, SIL + 1, SIL + 2, 3 * a, 3 * a + 1, 3 * a + 2] + [
+        SIL,
+        SIL + 1,
+        SIL + 2,
+    ]
+    assert build_chain([[a]], 3, 3, sil_frames=5, sil_states=3).phone.tolist()[:5] == [
+        SIL,
+        SIL,
+        SIL + 1,
+        SIL + 2,
+        SIL + 2,
+    ]
+    truth = [SIL, SIL + 1, SIL + 1, SIL + 2, 3 * a, 3 * a + 1, 3 * a + 2, SIL, SIL + 1, SIL + 2]
+    scores = np.zeros((len(truth), 41 * 3))
+    scores[np.arange(len(truth)), truth] = 5.0
+    assert viterbi(scores, three).tolist() == truth
+    with pytest.raises(ValueError, match="sil_states"):
+        build_chain([[a]], 3, 3, sil_states=4)
+    # batched Viterbi agrees with one at a time on random scores and mixed chains
+    rng = np.random.default_rng(1)
+    chains = [chain, build_chain([[b, a], [b]], 1, 3, sil_frames=5), build_chain([[a]], 3)]
+    scores = [rng.normal(size=(int(n), 41 * 3)) for n in (17, 20, 30)]
+    for sc in scores:
+        sc[:, SIL] += 1.0  # silence likely enough for the paths to take pauses
+    batch = viterbi_batch(scores, chains)
+    assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+    for x, sil, shortest in zip(batch, [SIL, 3 * SIL, SIL], [3, 5, 1]):
+        _, lengths, values = runs(x)  # every pause in the path lasts at least the block
+        assert (values == sil).any() and lengths[values == sil].min() >= shortest
+
+
+def test_per_speaker_normalisation() -> None:
+    """cmvn 'speaker': each speaker's frames, all utterances together, have mean 0 and
+    variance 1 (an utterance alone need not), and speakers do not mix."""
+    rng = np.random.default_rng(0)
+    raw = [rng.normal(m, sd, size=(n, 3)) for m, sd, n in ((5, 2, 40), (1, 2, 60), (-3, 0.5, 50))]
+    utts = [
+        Utterance(f"u{i}", spk, np.zeros_like(r), [[P["AA"]]])
+        for i, (r, spk) in enumerate(zip(raw, ["a", "a", "b"]))
+    ]
+    normalize_per_speaker(utts, raw)
+    a = np.concatenate([utts[0].feats, utts[1].feats])
+    np.testing.assert_allclose(a.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(a.std(0), 1, atol=1e-4)
+    assert utts[0].feats.mean() > 0.5 and utts[1].feats.mean() < -0.5  # not per utterance
+    np.testing.assert_allclose(utts[2].feats, (raw[2] - raw[2].mean(0)) / (raw[2].std(0) + 1e-5))
+    np.testing.assert_allclose(
+        utts[0].feats,
+        (raw[0] - np.concatenate(raw[:2]).mean(0)) / (np.concatenate(raw[:2]).std(0) + 1e-5),
+    )
 
 
 def test_sub_phone_states() -> None:
@@ -254,10 +329,16 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     run_recipe(d, *one, "--align-context", "2")  # same options: stage 1 skipped
     r = run_recipe(d, *one, "--align-context", "0")  # another context: stage 1 re-runs
     assert "options changed" in r.stderr
+    r = run_recipe(d, *one, "--align-context", "0", "--align-sil-frames", "4")  # re-runs too
+    assert "options changed" in r.stderr
+    r = run_recipe(
+        d, *one, "--align-context", "0", "--align-sil-frames", "4", "--align-sil-states", "3"
+    )
+    assert "options changed" in r.stderr
     shutil.rmtree(d / "data")
     run_recipe(d, *one)  # the default
     calls = argvs()
-    assert len(calls) == 3
+    assert len(calls) == 5
 
     spec = importlib.util.spec_from_file_location(
         "align_cli", REPO_ROOT / "egs/librispeech100/local/align.py"
@@ -266,5 +347,14 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     spec.loader.exec_module(cli)
     contexts = [cli.get_parser().parse_args(a).context for a in calls]
     default = int(re.search(r"^align_context=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert contexts == [2, 0, default]
+    assert contexts == [2, 0, 0, 0, default]
     assert default == AlignConfig().context == cli.get_parser().parse_args([]).context
+    # --align-sil-frames likewise reaches AlignConfig.sil_frames, with the aligner's default
+    sil = [cli.get_parser().parse_args(a).sil_frames for a in calls]
+    sil_default = int(re.search(r"^align_sil_frames=(\d+)", (d / "run.sh").read_text(), re.M)[1])
+    assert sil == [sil_default, sil_default, 4, 4, sil_default]
+    assert sil_default == AlignConfig().sil_frames == cli.get_parser().parse_args([]).sil_frames
+    states = [cli.get_parser().parse_args(a).sil_states for a in calls]
+    st_default = int(re.search(r"^align_sil_states=(\d+)", (d / "run.sh").read_text(), re.M)[1])
+    assert states == [st_default, st_default, st_default, 3, st_default]
+    assert st_default == AlignConfig().sil_states == cli.get_parser().parse_args([]).sil_states

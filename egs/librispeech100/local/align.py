@@ -52,6 +52,30 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=d.epochs, help="classifier epochs/round")
     parser.add_argument("--min-frames", type=int, default=d.min_frames, help="shortest phone")
     parser.add_argument(
+        "--prior-scale",
+        type=float,
+        default=d.prior_scale,
+        help="scores are log posterior - PRIOR_SCALE x log prior (1: scaled likelihoods)",
+    )
+    parser.add_argument(
+        "--cmvn",
+        choices=["utterance", "speaker"],
+        default=d.cmvn,
+        help="normalise the MFCC features per utterance or per speaker",
+    )
+    parser.add_argument(
+        "--sil-states",
+        type=int,
+        default=d.sil_states,
+        help="sub-states of a pause (1: one silence class; up to --states: onset ... end)",
+    )
+    parser.add_argument(
+        "--sil-frames",
+        type=int,
+        default=d.sil_frames,
+        help="shortest pause between words, in frames (states of the optional silence)",
+    )
+    parser.add_argument(
         "--states", type=int, default=d.states, help="sub-phone states per phone (1 or 3)"
     )
     parser.add_argument(
@@ -71,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         epochs=args.epochs,
         min_frames=args.min_frames,
+        sil_frames=args.sil_frames,
+        sil_states=args.sil_states,
+        cmvn=args.cmvn,
+        prior_scale=args.prior_scale,
         states=args.states,
         context=args.context,
         seed=args.seed,
