@@ -82,6 +82,27 @@ class AlignConfig:
     test_fraction: float = 0.2  # split when no split files are given: per speaker
     seed: int = 42
 
+    def __post_init__(self) -> None:
+        """Refuse settings no chain or classifier can use, before any work (the message
+        names the setting as ``local/align.py`` spells it)."""
+        bad = []
+        if not 1 <= self.sil_states <= self.states:
+            bad.append(
+                f"--sil-states must be between 1 and --states ({self.states}), "
+                f"not {self.sil_states}"
+            )
+        for name in ("iterations", "states", "min_frames", "sil_frames"):
+            if getattr(self, name) < 1:
+                bad.append(
+                    f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}"
+                )
+        if self.context < 0:
+            bad.append(f"--context must be 0 or more, not {self.context}")
+        if self.cmvn not in ("utterance", "speaker"):
+            bad.append(f"--cmvn must be 'utterance' or 'speaker', not {self.cmvn!r}")
+        if bad:
+            raise ValueError("; ".join(bad))
+
 
 @dataclass
 class Utterance:

@@ -29,7 +29,7 @@ from cpc.audio.align import (
 from cpc.audio.constants import PHONE_TO_ID
 from cpc.audio.labels import read_cpc_labels
 from cpc.audio.lexicon import Lexicon, cmudict_pronunciations
-from tests.factories import make_tiny_corpus
+from tests.factories import REPO_ROOT, make_tiny_corpus
 
 P = PHONE_TO_ID
 SIL = P["SIL"]
@@ -311,7 +311,7 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     import re
     import shutil
 
-    from tests.factories import REPO_ROOT, make_recipe_copy, run_recipe
+    from tests.factories import make_recipe_copy, run_recipe
 
     d = make_recipe_copy(tmp_path / "recipe")
     (d / "local").unlink()  # stand-ins for the aligner and the label stage: record, write
@@ -358,3 +358,36 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     st_default = int(re.search(r"^align_sil_states=(\d+)", (d / "run.sh").read_text(), re.M)[1])
     assert states == [st_default, st_default, st_default, 3, st_default]
     assert st_default == AlignConfig().sil_states == cli.get_parser().parse_args([]).sil_states
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sil-states", "4"], "--sil-states must be between 1 and --states (3), not 4"),
+        (["--sil-frames", "0"], "--sil-frames must be at least 1, not 0"),
+        (["--context", "-1", "--iterations", "0"], "--iterations must be at least 1, not 0"),
+    ],
+)
+def test_align_cli_refuses_bad_settings_before_any_work(tmp_path: Path, args, message) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "align"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "egs/librispeech100/local/align.py",
+            "--manifest-dir",
+            str(tmp_path / "none"),
+            "--output-dir",
+            str(out),
+            *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()  # nothing read or written
+    with pytest.raises(ValueError, match="--context must be 0 or more"):
+        AlignConfig(context=-1)

@@ -88,21 +88,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
     setup_logging()
     torch.set_num_threads(args.num_threads)
-    cfg = AlignConfig(
-        iterations=args.iterations,
-        epochs=args.epochs,
-        min_frames=args.min_frames,
-        sil_frames=args.sil_frames,
-        sil_states=args.sil_states,
-        cmvn=args.cmvn,
-        prior_scale=args.prior_scale,
-        states=args.states,
-        context=args.context,
-        seed=args.seed,
-    )
+    try:
+        cfg = make_config(args)
+    except ValueError as e:
+        parser.error(str(e))  # exit 2, one line, nothing read or written
     try:
         align_corpus(
             args.manifest_dir,
@@ -116,6 +109,22 @@ def main(argv: list[str] | None = None) -> int:
         logging.error(str(e))
         return 1
     return 0
+
+
+def make_config(args: argparse.Namespace) -> AlignConfig:
+    """The aligner settings of the command line (ValueError for settings it refuses)."""
+    return AlignConfig(
+        iterations=args.iterations,
+        epochs=args.epochs,
+        min_frames=args.min_frames,
+        sil_frames=args.sil_frames,
+        sil_states=args.sil_states,
+        cmvn=args.cmvn,
+        prior_scale=args.prior_scale,
+        states=args.states,
+        context=args.context,
+        seed=args.seed,
+    )
 
 
 if __name__ == "__main__":
