@@ -342,9 +342,7 @@ def forward_backward_batch(
     out = []
     for b, ch in enumerate(chains):
         occ = gamma[b, : T[b], : S[b]].exp()
-        post = torch.zeros((int(T[b]), num_classes)).index_add_(
-            1, torch.from_numpy(ch.phone), occ
-        )
+        post = torch.zeros((int(T[b]), num_classes)).index_add_(1, torch.from_numpy(ch.phone), occ)
         out.append((post / post.sum(1, keepdim=True)).numpy())
     return out
 
