@@ -64,6 +64,7 @@ SPLIT_FILES = {"train": "train_split.txt", "test": "test_split.txt"}
 STATS_FILE = "alignment_stats.json"
 QUALITY_FILE = "alignment_quality.json"
 VITERBI_BATCH = 32  # utterances aligned together
+MFCC_DIMS = 13  # static MFCCs; the features are [static, deltas, delta-deltas][: order + 1]
 
 
 @dataclass
@@ -83,6 +84,8 @@ class AlignConfig:
     deltas: int = 0  # MFCC delta order of the features: 0 (the 13 static MFCCs), 1 (+ deltas,
     # 26 dims) or 2 (+ delta-deltas, 39). The classifier sees no frame but its own: on the
     # full default corpus 85.3 % (0), 84.9 % (1), 84.5 % (2) frame agreement.
+    final_deltas: int | None = None  # when set: after the rounds, one more round (train,
+    # re-align) on the MFCCs with this delta order, the final labels
     cmvn: str = "utterance"  # feature mean/variance normalisation: "utterance" or "speaker"
     sil_states: int = 1  # sub-states of a pause (1: one silence class; at most ``states``)
     sil_frames: int = 1  # shortest pause between words (frames; states of the silence block)
@@ -111,6 +114,8 @@ class AlignConfig:
             bad.append(f"--context must be 0 or more, not {self.context}")
         if self.deltas not in (0, 1, 2):
             bad.append(f"--deltas must be 0, 1 or 2, not {self.deltas}")
+        if self.final_deltas not in (None, 0, 1, 2):
+            bad.append(f"--final-deltas must be 0, 1 or 2, not {self.final_deltas}")
         if self.targets not in ("hard", "soft"):
             bad.append(f"--targets must be 'hard' or 'soft', not {self.targets!r}")
         if self.cmvn not in ("utterance", "speaker"):
@@ -551,7 +556,15 @@ def align_utterances(
             "no utterance can be aligned (every transcript is empty or too long for its "
             "audio); check the corpus's .trans.txt files"
         )
-    frames = _Frames([u.feats for u in kept], cfg.context)
+    final = None  # the features of the extra last round (final_deltas), when set
+    if cfg.final_deltas is None:
+        frames = _Frames([u.feats for u in kept], cfg.context)
+    else:
+        frames = _Frames([u.feats[:, : MFCC_DIMS * (cfg.deltas + 1)] for u in kept], cfg.context)
+        final = _Frames(
+            [u.feats[:, : MFCC_DIMS * (cfg.final_deltas + 1)] for u in kept], cfg.context
+        )
+    rounds = cfg.iterations + (final is not None)
     S = cfg.states
     current = [  # classes of the chains' states (phone * S + sub-phone state)
         flat_start(len(u.feats), chains[u.id], None if u.energy is None else pause_frames(u.energy))
@@ -564,8 +577,10 @@ def align_utterances(
     history = []
     num_classes = len(PHONES) * S
     soft: np.ndarray | None = None  # (N, C) occupancies with targets="soft", after round 1
-    for it in range(cfg.iterations):
+    for it in range(rounds):
         t0 = time.time()
+        if it == cfg.iterations:  # the extra round: the final features, one re-alignment
+            frames = final
         y = np.concatenate(current)
         model = _train_classifier(frames, y if soft is None else soft, cfg, gen)
         if soft is None:
@@ -583,7 +598,7 @@ def align_utterances(
             sc = [scores[frames.offsets[i] : frames.offsets[i + 1]] for i in idx]
             for i, lab in zip(idx, viterbi_batch(sc, [chains[kept[i].id] for i in idx])):
                 new[i] = lab
-        if cfg.targets == "soft" and it + 1 < cfg.iterations:
+        if cfg.targets == "soft" and it + 1 < rounds:
             soft = np.empty((len(frames), num_classes), dtype=np.float32)
             for idx in tqdm(batches, desc=f"Forward-backward {it + 1}", unit=" batches"):
                 sc = [scores[frames.offsets[i] : frames.offsets[i + 1]] for i in idx]
@@ -603,9 +618,9 @@ def align_utterances(
         if reference is not None:
             agree = _frame_agreement(dict(zip(ids, (c // S for c in current))), reference)
             history[-1]["frame_agreement_with_reference"] = agree
-            logging.info(f"round {it + 1}: frame agreement with the reference {agree:.1%}")
+            logging.info(f"round {it + 1}: frame agreement with the reference {agree:.2%}")
         logging.info(
-            f"alignment round {it + 1}/{cfg.iterations}: classifier agrees with the current "
+            f"alignment round {it + 1}/{rounds}: classifier agrees with the current "
             f"labels on {frame_acc:.1%} of frames; re-alignment changed {changed:.1%}"
         )
     labels = {u.id: lab // S for u, lab in zip(kept, current)}
@@ -796,7 +811,12 @@ def align_corpus(
     cuts = load_corpus_cuts(manifest_dir, part)
     hours = sum(c.duration for c in cuts) / 3600
     lexicon = Lexicon()
-    utts, failed = prepare_utterances(cuts, lexicon, cfg.cmvn, cfg.deltas)
+    utts, failed = prepare_utterances(
+        cuts,
+        lexicon,
+        cfg.cmvn,
+        max(cfg.deltas, -1 if cfg.final_deltas is None else cfg.final_deltas),
+    )
     ref = None
     if reference_dir is not None:
         ref, _ = read_alignments(Path(reference_dir) / ALIGNMENT_FILE, len(PHONES))
