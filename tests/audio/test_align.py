@@ -298,7 +298,15 @@ def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
         energy = np.where(lab == SIL, 0.0, 10.0) + rng.normal(size=len(lab)) * 0.1
         utts.append(Utterance(f"u{i}", "s", feats.astype(np.float32), words, energy))
         truth[f"u{i}"] = lab
-    cfg = AlignConfig(iterations=2, hidden=64, context=2, batch_frames=256, min_steps=150, seed=1)
+    cfg = AlignConfig(
+        iterations=2,
+        hidden=64,
+        context=2,
+        batch_frames=256,
+        min_steps=150,
+        seed=1,
+        final_deltas=None,  # the features here are not MFCCs
+    )
     result = align_utterances(utts, cfg, truth)
     q = alignment_quality(result.labels, truth)
     flat = result.stats["iterations"]
@@ -327,6 +335,8 @@ def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
     cfg = AlignConfig(iterations=1, hidden=16, context=1)
     align_corpus(manifests, out, cfg, split_dir=corpus.labels_dir, reference_dir=corpus.labels_dir)
     stats = json.loads((out / "alignment_stats.json").read_text())
+    # the round on the static MFCCs, then the extra one on MFCC + deltas + delta-deltas
+    assert len(stats["iterations"]) == 2 and stats["config"]["final_deltas"] == 2
     assert set(stats["failed"]) == {empty, long_}
     assert stats["failed"][empty].startswith("empty transcript")
     assert stats["failed"][long_].startswith("too short for its transcript")
@@ -363,9 +373,11 @@ def test_aligner_feature_delta_orders(tmp_path: Path) -> None:
     )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    args = cli.get_parser().parse_args(["--deltas", "0", "--targets", "soft"])
+    args = cli.get_parser().parse_args(["--deltas", "1", "--targets", "soft"])
     cfg = cli.make_config(args)
-    assert (cfg.deltas, cfg.targets) == (0, "soft")
+    assert (cfg.deltas, cfg.targets) == (1, "soft")
+    args = cli.get_parser().parse_args(["--final-deltas", "none"])
+    assert cli.make_config(args).final_deltas is None
     assert cli.make_config(cli.get_parser().parse_args([])) == AlignConfig()
 
 
@@ -441,6 +453,10 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     d_default = int(re.search(r"^align_deltas=(\d+)", (d / "run.sh").read_text(), re.M)[1])
     assert deltas == [d_default] * 4 + [2, d_default]
     assert d_default == AlignConfig().deltas == cli.get_parser().parse_args([]).deltas == 0
+    fd = re.search(r"^align_final_deltas=(\w+)", (d / "run.sh").read_text(), re.M)[1]
+    assert [cli.make_config(cli.get_parser().parse_args(a)).final_deltas for a in calls] == [2] * 6
+    assert fd == cli.get_parser().parse_args([]).final_deltas == "2"
+    assert AlignConfig().final_deltas == 2
 
 
 def test_align_cli_refuses_bad_settings_before_any_work(tmp_path: Path) -> None:
