@@ -424,7 +424,7 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     last = ["--align-context", "0", "--align-sil-frames", "4", "--align-sil-states", "3"]
     r = run_recipe(d, *one, *last)
     assert "options changed" in r.stderr
-    r = run_recipe(d, *one, *last, "--align-deltas", "2")
+    r = run_recipe(d, *one, *last, "--align-deltas", "2", "--align-final-deltas", "-1")
     assert "options changed" in r.stderr
     shutil.rmtree(d / "data")
     run_recipe(d, *one)  # the default
@@ -454,7 +454,8 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     assert deltas == [d_default] * 4 + [2, d_default]
     assert d_default == AlignConfig().deltas == cli.get_parser().parse_args([]).deltas == 0
     fd = re.search(r"^align_final_deltas=(\w+)", (d / "run.sh").read_text(), re.M)[1]
-    assert [cli.make_config(cli.get_parser().parse_args(a)).final_deltas for a in calls] == [2] * 6
+    finals = [cli.make_config(cli.get_parser().parse_args(a)).final_deltas for a in calls]
+    assert finals == [2, 2, 2, 2, None, 2]  # run.sh's -1: no extra round
     assert fd == cli.get_parser().parse_args([]).final_deltas == "2"
     assert AlignConfig().final_deltas == 2
 
