@@ -216,15 +216,20 @@ def _skip_sources(optional: np.ndarray) -> np.ndarray:
     return src
 
 
+def _lengths(scores: list[np.ndarray], chains: list[Chain]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and states of each utterance of a batch; ValueError for one with fewer frames
+    than its chain's mandatory states."""
+    for sc, ch in zip(scores, chains):
+        if sc.shape[0] < ch.min_frames:
+            raise ValueError(f"{sc.shape[0]} frames for a chain that needs {ch.min_frames}")
+    return np.array([sc.shape[0] for sc in scores]), np.array([len(ch.phone) for ch in chains])
+
+
 def viterbi_batch(scores: list[np.ndarray], chains: list[Chain]) -> list[np.ndarray]:
     """:func:`viterbi` of several utterances at once: one loop over the frames of the
     longest, each step vectorised over all utterances and states."""
     B = len(scores)
-    for sc, ch in zip(scores, chains):
-        if sc.shape[0] < ch.min_frames:
-            raise ValueError(f"{sc.shape[0]} frames for a chain that needs {ch.min_frames}")
-    T = np.array([sc.shape[0] for sc in scores])
-    S = np.array([len(ch.phone) for ch in chains])
+    T, S = _lengths(scores, chains)
     t_max, s_max = int(T.max()), int(S.max())
     neg = -np.inf
     emit = np.full((B, t_max, s_max), neg)
@@ -291,11 +296,7 @@ def forward_backward_batch(
     that frame ``t`` is in a state of class ``c``. Returns one (T, ``num_classes``) float32
     array per utterance, each row summing to 1. Raises ValueError as :func:`viterbi`."""
     B = len(scores)
-    for sc, ch in zip(scores, chains):
-        if sc.shape[0] < ch.min_frames:
-            raise ValueError(f"{sc.shape[0]} frames for a chain that needs {ch.min_frames}")
-    T = np.array([sc.shape[0] for sc in scores])
-    S = np.array([len(ch.phone) for ch in chains])
+    T, S = _lengths(scores, chains)
     t_max, s_max = int(T.max()), int(S.max())
     neg = float("-inf")
     emit = torch.full((B, t_max, s_max), neg)
