@@ -34,8 +34,10 @@ labels_dir=""           # dir with converted_aligned_phones.txt, train_split.txt
 align=false             # stage 1: true = labels by forced alignment of the transcripts (CMUdict + an aligner trained on the corpus); --labels-dir then only gives the split and the reference the alignment is measured against
 align_iterations=12     # stage 1 (alignment): train + re-align rounds after the flat start
 align_states=3          # stage 1 (alignment): sub-phone states per phone (1 or 3: begin/middle/end)
-align_context=0         # stage 1 (alignment): MFCC frames spliced on each side of the frame the aligner's classifier labels (0: the frame alone, whose deltas span +-4 frames)
+align_context=0         # stage 1 (alignment): MFCC frames spliced on each side of the frame the aligner's classifier labels (0: the frame alone, with its deltas: see --align-deltas)
 align_sil_states=1      # stage 1 (alignment): sub-states of a pause (1: one silence class; up to --align-states: onset ... end, like a phone's)
+align_deltas=0          # stage 1 (alignment): MFCC delta order of the aligner's features (0: the 13 static MFCCs, each of its own 25 ms window; 1: + deltas, whose window spans +-2 frames; 2: + delta-deltas, +-4 frames)
+align_final_deltas=2    # stage 1 (alignment): after the rounds, one more round (train, re-align) on MFCCs with this delta order, which gives the labels (2: + deltas + delta-deltas; -1: no extra round)
 align_sil_frames=1      # stage 1 (alignment): shortest pause the aligner puts between words, in 10 ms frames (Kaldi's silence HMM: 5)
 mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
@@ -156,7 +158,9 @@ fi
 # --labels-dir, when given, then only provides the split and the reference for the agreement.
 stage1_labels=$labels_dir
 align_opts=(--iterations "$align_iterations" --states "$align_states" --context "$align_context"
-  --sil-frames "$align_sil_frames" --sil-states "$align_sil_states" --seed "$seed")
+  --sil-frames "$align_sil_frames" --sil-states "$align_sil_states" --deltas "$align_deltas"
+  --final-deltas "$([ "$align_final_deltas" = -1 ] && echo none || echo "$align_final_deltas")"
+  --seed "$seed")
 if [ "$align" = true ]; then
   stage1_labels=data/align
   [ -n "$labels_dir" ] && align_opts+=(--split-dir "$labels_dir" --reference-dir "$labels_dir")

@@ -5,6 +5,7 @@ aligner learning a synthetic corpus whose true alignment is known from a flat st
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from cpc.audio.align import (
     alignment_quality,
     build_chain,
     flat_start,
+    forward_backward_batch,
     make_split,
     normalize_per_speaker,
     pause_frames,
@@ -82,6 +84,50 @@ def test_viterbi_places_optional_silence_only_where_there_is_silence() -> None:
     scores = [rng.normal(size=(int(n), 41)) for n in (13, 5, 30)]
     batch = viterbi_batch(scores, chains)
     assert [x.tolist() for x in batch] == [viterbi(s, c).tolist() for s, c in zip(scores, chains)]
+
+
+def _brute_force_occupancy(scores: np.ndarray, chain) -> np.ndarray:
+    """Class posteriors per frame by enumerating every path of the chain's topology (start
+    in the first state or the first mandatory one; stay, move on one state, or jump over an
+    optional block; end in the last state or the last mandatory one)."""
+    from itertools import product
+
+    S, T = len(chain.phone), scores.shape[0]
+    mandatory = np.flatnonzero(~chain.optional)
+    starts, ends = {0, int(mandatory[0])}, {S - 1, int(mandatory[-1])}
+
+    def can_follow(s: int, n: int) -> bool:
+        return n in (s, s + 1) or (n > s + 1 and bool(chain.optional[s + 1 : n].all()))
+
+    post = np.zeros_like(scores)
+    for path in product(range(S), repeat=T):
+        if path[0] not in starts or path[-1] not in ends:
+            continue
+        if not all(can_follow(a, b) for a, b in zip(path, path[1:])):
+            continue
+        w = np.exp(sum(scores[t, chain.phone[s]] for t, s in enumerate(path)))
+        for t, s in enumerate(path):
+            post[t, chain.phone[s]] += w
+    return post / post.sum(1, keepdims=True)
+
+
+def test_forward_backward_occupancies_equal_the_sum_over_all_paths() -> None:
+    """Baum-Welch targets: per-frame class posteriors over every path through the chain,
+    checked against enumeration for utterances of different lengths in one batch; with
+    decisive scores they put all the mass on the Viterbi path."""
+    rng = np.random.default_rng(3)
+    a, b = P["AA"], P["B"]
+    chains = [build_chain([[a], [b]], min_frames=1), build_chain([[b, a]], min_frames=2)]
+    scores = [rng.normal(size=(6, 41)) * 2, rng.normal(size=(5, 41)) * 2]
+    occ = forward_backward_batch(scores, chains, 41)
+    for o, sc, ch in zip(occ, scores, chains):
+        assert o.shape == sc.shape and np.allclose(o.sum(1), 1.0, atol=1e-5)
+        assert np.abs(o - _brute_force_occupancy(sc, ch)).max() < 1e-5
+    truth = [SIL] * 3 + [a] * 4 + [SIL] * 2 + [b] * 3 + [SIL]
+    sharp = forward_backward_batch([_scores(truth)], [build_chain([[a], [b]], 2)], 41)[0]
+    assert sharp.argmax(1).tolist() == truth and sharp.max(1).min() > 0.98
+    with pytest.raises(ValueError, match="3 frames for a chain that needs 4"):
+        forward_backward_batch([_scores([a] * 3)], [build_chain([[a], [b]], 2)], 41)
 
 
 def test_minimum_pause_between_words() -> None:
@@ -252,12 +298,24 @@ def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
         energy = np.where(lab == SIL, 0.0, 10.0) + rng.normal(size=len(lab)) * 0.1
         utts.append(Utterance(f"u{i}", "s", feats.astype(np.float32), words, energy))
         truth[f"u{i}"] = lab
-    cfg = AlignConfig(iterations=2, hidden=64, context=2, batch_frames=256, min_steps=150, seed=1)
+    cfg = AlignConfig(
+        iterations=2,
+        hidden=64,
+        context=2,
+        batch_frames=256,
+        min_steps=150,
+        seed=1,
+        final_deltas=None,  # the features here are not MFCCs
+    )
     result = align_utterances(utts, cfg, truth)
     q = alignment_quality(result.labels, truth)
     flat = result.stats["iterations"]
     assert q["frame_agreement"] > 0.95 and q["boundary_error_median_ms"] == 0.0
     assert flat[-1]["frame_agreement_with_reference"] == q["frame_agreement"]
+    # Baum-Welch training (soft targets from forward-backward) learns it as well
+    soft = align_utterances(utts, replace(cfg, targets="soft"), truth)
+    q = alignment_quality(soft.labels, truth)
+    assert q["frame_agreement"] > 0.95 and q["boundary_error_median_ms"] == 0.0
 
 
 def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
@@ -277,6 +335,8 @@ def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
     cfg = AlignConfig(iterations=1, hidden=16, context=1)
     align_corpus(manifests, out, cfg, split_dir=corpus.labels_dir, reference_dir=corpus.labels_dir)
     stats = json.loads((out / "alignment_stats.json").read_text())
+    # the round on the static MFCCs, then the extra one on MFCC + deltas + delta-deltas
+    assert len(stats["iterations"]) == 2 and stats["config"]["final_deltas"] == 2
     assert set(stats["failed"]) == {empty, long_}
     assert stats["failed"][empty].startswith("empty transcript")
     assert stats["failed"][long_].startswith("too short for its transcript")
@@ -289,6 +349,36 @@ def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
     assert set(labels.splits["train"]) | set(labels.splits["test"]) <= set(labels.alignments)
     q = json.loads((out / "alignment_quality.json").read_text())
     assert q["utterances"] == stats["aligned"]
+
+
+def test_aligner_feature_delta_orders(tmp_path: Path) -> None:
+    """--deltas 0/1/2: the 13 static MFCCs alone, with deltas, with deltas and delta-deltas
+    (the static part the same in each); the command line's value reaches AlignConfig."""
+    import importlib.util
+
+    from cpc.audio.align import load_corpus_cuts, prepare_utterances
+    from cpc.audio.librispeech import prepare_librispeech_manifests
+
+    corpus = make_tiny_corpus(tmp_path / "c", speakers=1, chapters=1, utts=2)
+    prepare_librispeech_manifests(corpus.corpus_dir, tmp_path / "m")
+    cuts = load_corpus_cuts(tmp_path / "m")
+    feats = {d: prepare_utterances(cuts, Lexicon(), deltas=d)[0] for d in (0, 1, 2)}
+    for d, dim in ((0, 13), (1, 26), (2, 39)):
+        assert [u.feats.shape[1] for u in feats[d]] == [dim, dim]
+        for u, ref in zip(feats[d], feats[2]):
+            assert np.allclose(u.feats[:, :13], ref.feats[:, :13])
+            assert np.array_equal(u.energy, ref.energy)
+    spec = importlib.util.spec_from_file_location(
+        "align_cli", REPO_ROOT / "egs/librispeech100/local/align.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = cli.get_parser().parse_args(["--deltas", "1", "--targets", "soft"])
+    cfg = cli.make_config(args)
+    assert (cfg.deltas, cfg.targets) == (1, "soft")
+    args = cli.get_parser().parse_args(["--final-deltas", "none"])
+    assert cli.make_config(args).final_deltas is None
+    assert cli.make_config(cli.get_parser().parse_args([])) == AlignConfig()
 
 
 STUB_ALIGN = """import json, sys
@@ -331,14 +421,15 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     assert "options changed" in r.stderr
     r = run_recipe(d, *one, "--align-context", "0", "--align-sil-frames", "4")  # re-runs too
     assert "options changed" in r.stderr
-    r = run_recipe(
-        d, *one, "--align-context", "0", "--align-sil-frames", "4", "--align-sil-states", "3"
-    )
+    last = ["--align-context", "0", "--align-sil-frames", "4", "--align-sil-states", "3"]
+    r = run_recipe(d, *one, *last)
+    assert "options changed" in r.stderr
+    r = run_recipe(d, *one, *last, "--align-deltas", "2", "--align-final-deltas", "-1")
     assert "options changed" in r.stderr
     shutil.rmtree(d / "data")
     run_recipe(d, *one)  # the default
     calls = argvs()
-    assert len(calls) == 5
+    assert len(calls) == 6
 
     spec = importlib.util.spec_from_file_location(
         "align_cli", REPO_ROOT / "egs/librispeech100/local/align.py"
@@ -347,17 +438,26 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     spec.loader.exec_module(cli)
     contexts = [cli.get_parser().parse_args(a).context for a in calls]
     default = int(re.search(r"^align_context=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert contexts == [2, 0, 0, 0, default]
+    assert contexts == [2, 0, 0, 0, 0, default]
     assert default == AlignConfig().context == cli.get_parser().parse_args([]).context
     # --align-sil-frames likewise reaches AlignConfig.sil_frames, with the aligner's default
     sil = [cli.get_parser().parse_args(a).sil_frames for a in calls]
     sil_default = int(re.search(r"^align_sil_frames=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert sil == [sil_default, sil_default, 4, 4, sil_default]
+    assert sil == [sil_default, sil_default, 4, 4, 4, sil_default]
     assert sil_default == AlignConfig().sil_frames == cli.get_parser().parse_args([]).sil_frames
     states = [cli.get_parser().parse_args(a).sil_states for a in calls]
     st_default = int(re.search(r"^align_sil_states=(\d+)", (d / "run.sh").read_text(), re.M)[1])
-    assert states == [st_default, st_default, st_default, 3, st_default]
+    assert states == [st_default, st_default, st_default, 3, 3, st_default]
     assert st_default == AlignConfig().sil_states == cli.get_parser().parse_args([]).sil_states
+    deltas = [cli.get_parser().parse_args(a).deltas for a in calls]
+    d_default = int(re.search(r"^align_deltas=(\d+)", (d / "run.sh").read_text(), re.M)[1])
+    assert deltas == [d_default] * 4 + [2, d_default]
+    assert d_default == AlignConfig().deltas == cli.get_parser().parse_args([]).deltas == 0
+    fd = re.search(r"^align_final_deltas=(\w+)", (d / "run.sh").read_text(), re.M)[1]
+    finals = [cli.make_config(cli.get_parser().parse_args(a)).final_deltas for a in calls]
+    assert finals == [2, 2, 2, 2, None, 2]  # run.sh's -1: no extra round
+    assert fd == cli.get_parser().parse_args([]).final_deltas == "2"
+    assert AlignConfig().final_deltas == 2
 
 
 def test_align_cli_refuses_bad_settings_before_any_work(tmp_path: Path) -> None:
@@ -391,3 +491,7 @@ def test_align_cli_refuses_bad_settings_before_any_work(tmp_path: Path) -> None:
     assert not out.exists()  # nothing read or written
     with pytest.raises(ValueError, match="--cmvn must be"):
         AlignConfig(cmvn="global")
+    with pytest.raises(ValueError, match="--deltas must be 0, 1 or 2, not 3"):
+        AlignConfig(deltas=3)
+    with pytest.raises(ValueError, match="--targets must be 'hard' or 'soft'"):
+        AlignConfig(targets="viterbi")

@@ -58,6 +58,27 @@ def get_parser() -> argparse.ArgumentParser:
         help="scores are log posterior - PRIOR_SCALE x log prior (1: scaled likelihoods)",
     )
     parser.add_argument(
+        "--deltas",
+        type=int,
+        choices=[0, 1, 2],
+        default=d.deltas,
+        help="MFCC delta order of the aligner's features (2: 39 dims, 1: 26, 0: the 13 static)",
+    )
+    parser.add_argument(
+        "--final-deltas",
+        choices=["none", "0", "1", "2"],
+        default="none" if d.final_deltas is None else str(d.final_deltas),
+        help="after the rounds, one more round (train, re-align) on MFCCs with this delta order, "
+        "which gives the final labels (none: no extra round)",
+    )
+    parser.add_argument(
+        "--targets",
+        choices=["hard", "soft"],
+        default=d.targets,
+        help="the classifier's training targets: hard (the Viterbi path: Viterbi training) or "
+        "soft (state occupancies by forward-backward: Baum-Welch training)",
+    )
+    parser.add_argument(
         "--cmvn",
         choices=["utterance", "speaker"],
         default=d.cmvn,
@@ -120,6 +141,9 @@ def make_config(args: argparse.Namespace) -> AlignConfig:
         sil_frames=args.sil_frames,
         sil_states=args.sil_states,
         cmvn=args.cmvn,
+        targets=args.targets,
+        deltas=args.deltas,
+        final_deltas=None if args.final_deltas == "none" else int(args.final_deltas),
         prior_scale=args.prior_scale,
         states=args.states,
         context=args.context,
