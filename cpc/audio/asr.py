@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -432,9 +433,32 @@ def load_asr_cuts(feature_dir: Pathlike, part: str) -> tuple[CutSet, int]:
     return cuts, dim
 
 
+class _LabelRoundingFilter(logging.Filter):
+    """Drops lhotse's warning, repeated for every cut of every batch, that a cut's duration
+    and its phone labels' (frames x shift) differ, when they differ by less than one frame:
+    the labels have ``compute_num_frames(duration)`` frames by construction. A mismatch of a
+    frame or more is still logged."""
+
+    _message = re.compile(
+        r"duration between cut \(([\d.]+)s\) and temporal array in custom field "
+        r"'[^']*' \(num_frames=\d+ \* frame_shift=([\d.]+) == duration=([\d.]+)\)"
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        m = self._message.search(record.getMessage())
+        if m is None:
+            return True
+        cut, shift, labels = map(float, m.groups())
+        return abs(cut - labels) >= shift
+
+
+_LABEL_ROUNDING_FILTER = _LabelRoundingFilter()
+
+
 def _loader(cuts: CutSet, cfg: AsrConfig, shuffle: bool, seed: int) -> Any:
     """icefall's pattern: training batches from a duration-bucketing sampler, decoding
     batches in manifest order."""
+    logging.getLogger().addFilter(_LABEL_ROUNDING_FILTER)  # lhotse logs on the root logger
     from lhotse.dataset import (
         DynamicBucketingSampler,
         K2SpeechRecognitionDataset,

@@ -4,6 +4,7 @@ training + scoring on a tiny MFCC dump read the icefall way; bad dumps refused b
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -125,9 +126,30 @@ def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return mfcc_dump(manifests, root / "mfcc")
 
 
-def test_run_asr_learning_curve(dump: Path, tmp_path: Path) -> None:
+def test_label_rounding_warning_is_dropped_only_below_one_frame() -> None:
+    """lhotse warns for every cut of every batch whose duration differs from its labels'
+    frames x 10 ms; under one frame (the labels' rounding) that is dropped, not above."""
+    from cpc.audio.asr import _LabelRoundingFilter
+
+    def record(cut: float, frames: int) -> logging.LogRecord:
+        msg = (
+            f"MonoCut u1: possibly mismatched duration between cut ({cut}s) and temporal "
+            f"array in custom field 'phone_labels' (num_frames={frames} * frame_shift=0.01 "
+            f"== duration={frames / 100})."
+        )
+        return logging.LogRecord("root", logging.WARNING, __file__, 1, msg, None, None)
+
+    f = _LabelRoundingFilter()
+    assert not f.filter(record(8.0901875, 809))  # 0.2 ms: rounding
+    assert f.filter(record(8.5, 809))  # 41 frames apart: kept
+    assert f.filter(logging.LogRecord("root", logging.WARNING, __file__, 1, "other", None, None))
+
+
+def test_run_asr_learning_curve(dump: Path, tmp_path: Path, caplog) -> None:
     cfg = AsrConfig(hidden=16, layers=1, epochs=2, min_steps=6, beam=2)
-    res = run_asr(dump, tmp_path / "asr", fractions=(0.1, 1.0), cfg=cfg)  # 0.1: one cut
+    with caplog.at_level(logging.WARNING):
+        res = run_asr(dump, tmp_path / "asr", fractions=(0.1, 1.0), cfg=cfg)  # 0.1: one cut
+    assert "possibly mismatched duration" not in caplog.text
     saved = json.loads((tmp_path / "asr/results.json").read_text())
     assert saved == json.loads(json.dumps(res))
     train = load_manifest(dump / "librispeech_cuts_train.jsonl.gz")
