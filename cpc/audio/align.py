@@ -327,22 +327,20 @@ def forward_backward_batch(
         prevs = torch.gather(a, 1, src_idx).masked_fill(no_src, neg)
         a = torch.logsumexp(torch.stack((a, prev1, prevs)), 0) + emit[:, t]
         alpha[:, t] = a
-    rows = torch.arange(B)
-    last = torch.from_numpy(T - 1)
-    log_z = torch.logsumexp(alpha[rows, last] + end, 1)  # (B,)
+    last = torch.from_numpy(T - 1)  # each utterance's last frame
+    log_z = torch.logsumexp(alpha[torch.arange(B), last] + end, 1)  # (B,)
     if not torch.isfinite(log_z).all():
         bad = int(torch.nonzero(~torch.isfinite(log_z))[0])
         raise ValueError(f"no path of {T[bad]} frames through a chain of {S[bad]} states")
     gamma = alpha  # reused in place: alpha + beta - log Z
     beta = end.clone()
-    is_last = torch.from_numpy(T - 1)
     for t in range(t_max - 1, -1, -1):
         if t < t_max - 1:
             nb = beta + emit[:, t + 1]
             next1 = torch.cat((nb[:, 1:], pad), dim=1)
             nexts = torch.gather(nb, 1, dst_idx).masked_fill(no_dst, neg)
             beta = torch.logsumexp(torch.stack((nb, next1, nexts)), 0)
-            here = is_last == t
+            here = last == t  # an utterance that ends at t starts its backward pass here
             if here.any():
                 beta[here] = end[here]
         gamma[:, t] += beta
@@ -505,7 +503,10 @@ def prepare_utterances(
     cuts: CutSet, lexicon: Lexicon, cmvn: str = "utterance", deltas: int = 2
 ) -> tuple[list[Utterance], dict[str, str]]:
     """MFCC features and pronunciations of every cut; empty transcripts are failures.
-    ``cmvn``: normalise the features per ``utterance`` or per ``speaker``."""
+    ``deltas``: the features' delta order, their columns [13 static MFCCs, 13 deltas, 13
+    delta-deltas][: deltas + 1] (the aligner uses the first columns of each round's order);
+    ``cmvn``: normalise them per ``utterance`` or per ``speaker``. ``Utterance.energy`` is
+    the unnormalised c0, for the flat start's pauses."""
     if cmvn not in ("utterance", "speaker"):
         raise ValueError(f"cmvn must be 'utterance' or 'speaker', not {cmvn!r}")
     from cpc.audio.extractor import MfccDeltas, MfccDeltasConfig, load_waveform
@@ -531,10 +532,26 @@ def prepare_utterances(
     return utts, failed
 
 
+def _mfcc_frames(utts: list[Utterance], deltas: int, context: int) -> _Frames:
+    """The first ``13 * (deltas + 1)`` feature columns of every utterance (the features are
+    laid out as [13 static MFCCs, their deltas, their delta-deltas]); ValueError when the
+    utterances have fewer columns (computed with a lower delta order)."""
+    dims = MFCC_DIMS * (deltas + 1)
+    have = min(u.feats.shape[1] for u in utts)
+    if have < dims:
+        raise ValueError(
+            f"delta order {deltas} needs {dims} feature columns, the utterances have {have}: "
+            f"compute them with prepare_utterances(..., deltas={deltas}) or more"
+        )
+    return _Frames([u.feats[:, :dims] for u in utts], context)
+
+
 def align_utterances(
     utts: list[Utterance], cfg: AlignConfig, reference: dict[str, np.ndarray] | None = None
 ) -> AlignResult:
-    """Train the aligner on ``utts`` and align them (see the module docstring). With
+    """Train the aligner on ``utts`` and align them (see the module docstring). The
+    utterances' features are MFCCs laid out as :func:`prepare_utterances` writes them, with
+    at least the columns of ``cfg.deltas`` and ``cfg.final_deltas``. With
     ``reference`` labels, each round also logs its frame agreement with them (they are never
     used for training)."""
     torch.manual_seed(cfg.seed)
@@ -559,14 +576,8 @@ def align_utterances(
             "no utterance can be aligned (every transcript is empty or too long for its "
             "audio); check the corpus's .trans.txt files"
         )
-    final = None  # the features of the extra last round (final_deltas), when set
-    if cfg.final_deltas is None:
-        frames = _Frames([u.feats for u in kept], cfg.context)
-    else:
-        frames = _Frames([u.feats[:, : MFCC_DIMS * (cfg.deltas + 1)] for u in kept], cfg.context)
-        final = _Frames(
-            [u.feats[:, : MFCC_DIMS * (cfg.final_deltas + 1)] for u in kept], cfg.context
-        )
+    frames = _mfcc_frames(kept, cfg.deltas, cfg.context)
+    final = None if cfg.final_deltas is None else _mfcc_frames(kept, cfg.final_deltas, cfg.context)
     rounds = cfg.iterations + (final is not None)
     S = cfg.states
     current = [  # classes of the chains' states (phone * S + sub-phone state)

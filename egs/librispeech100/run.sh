@@ -159,8 +159,7 @@ fi
 stage1_labels=$labels_dir
 align_opts=(--iterations "$align_iterations" --states "$align_states" --context "$align_context"
   --sil-frames "$align_sil_frames" --sil-states "$align_sil_states" --deltas "$align_deltas"
-  --final-deltas "$([ "$align_final_deltas" = -1 ] && echo none || echo "$align_final_deltas")"
-  --seed "$seed")
+  --final-deltas "$align_final_deltas" --seed "$seed")
 if [ "$align" = true ]; then
   stage1_labels=data/align
   [ -n "$labels_dir" ] && align_opts+=(--split-dir "$labels_dir" --reference-dir "$labels_dir")

@@ -281,7 +281,7 @@ def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
     """Each class has its own mean vector; utterances are random words with random phone
     durations and pauses; the aligner sees only the words and recovers the alignment."""
     rng = np.random.default_rng(0)
-    means = rng.normal(size=(41, 12)) * 2
+    means = rng.normal(size=(41, 13)) * 2  # 13 columns, as static MFCCs
     vocab = [list(rng.choice(np.arange(1, 40), size=int(rng.integers(2, 5)))) for _ in range(20)]
     utts, truth = [], {}
     for i in range(60):
@@ -294,7 +294,7 @@ def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
                 lab += [SIL] * int(rng.integers(12, 20))
         lab += [SIL] * int(rng.integers(5, 15))
         lab = np.array(lab)
-        feats = means[lab] + rng.normal(size=(len(lab), 12))
+        feats = means[lab] + rng.normal(size=(len(lab), 13))
         energy = np.where(lab == SIL, 0.0, 10.0) + rng.normal(size=len(lab)) * 0.1
         utts.append(Utterance(f"u{i}", "s", feats.astype(np.float32), words, energy))
         truth[f"u{i}"] = lab
@@ -305,7 +305,7 @@ def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
         batch_frames=256,
         min_steps=150,
         seed=1,
-        final_deltas=None,  # the features here are not MFCCs
+        final_deltas=None,  # 13 static columns only: no richer last round
     )
     result = align_utterances(utts, cfg, truth)
     q = alignment_quality(result.labels, truth)
@@ -316,6 +316,9 @@ def test_aligner_learns_a_synthetic_corpus_from_a_flat_start() -> None:
     soft = align_utterances(utts, replace(cfg, targets="soft"), truth)
     q = alignment_quality(soft.labels, truth)
     assert q["frame_agreement"] > 0.95 and q["boundary_error_median_ms"] == 0.0
+    # a delta order the features were not computed with is refused, naming the fix
+    with pytest.raises(ValueError, match=r"delta order 2 needs 39 feature columns.*have 13"):
+        align_utterances(utts, replace(cfg, final_deltas=2))
 
 
 def test_align_corpus_reports_bad_transcripts(tmp_path: Path) -> None:
@@ -376,7 +379,7 @@ def test_aligner_feature_delta_orders(tmp_path: Path) -> None:
     args = cli.get_parser().parse_args(["--deltas", "1", "--targets", "soft"])
     cfg = cli.make_config(args)
     assert (cfg.deltas, cfg.targets) == (1, "soft")
-    args = cli.get_parser().parse_args(["--final-deltas", "none"])
+    args = cli.get_parser().parse_args(["--final-deltas", "-1"])
     assert cli.make_config(args).final_deltas is None
     assert cli.make_config(cli.get_parser().parse_args([])) == AlignConfig()
 
@@ -456,7 +459,7 @@ def test_recipe_align_context_reaches_the_aligner(tmp_path: Path) -> None:
     fd = re.search(r"^align_final_deltas=(\w+)", (d / "run.sh").read_text(), re.M)[1]
     finals = [cli.make_config(cli.get_parser().parse_args(a)).final_deltas for a in calls]
     assert finals == [2, 2, 2, 2, None, 2]  # run.sh's -1: no extra round
-    assert fd == cli.get_parser().parse_args([]).final_deltas == "2"
+    assert int(fd) == cli.get_parser().parse_args([]).final_deltas == 2
     assert AlignConfig().final_deltas == 2
 
 

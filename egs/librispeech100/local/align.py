@@ -2,7 +2,8 @@
 """Stage 1 (forced alignment): frame-level phone labels from the transcripts alone.
 
 Trains an aligner on the corpus itself (CMUdict pronunciations, MFCC, a flat-start frame
-classifier re-aligned by Viterbi with optional silence between words; see
+classifier re-aligned by Viterbi with optional silence between words: rounds on the static
+MFCCs, then one on MFCC + deltas + delta-deltas; see
 cpc/audio/align.py) and writes the labels in the CPC release format, so that
 local/prepare_labels.py reads them like the release's.
 
@@ -66,10 +67,11 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--final-deltas",
-        choices=["none", "0", "1", "2"],
-        default="none" if d.final_deltas is None else str(d.final_deltas),
+        type=int,
+        choices=[-1, 0, 1, 2],
+        default=-1 if d.final_deltas is None else d.final_deltas,
         help="after the rounds, one more round (train, re-align) on MFCCs with this delta order, "
-        "which gives the final labels (none: no extra round)",
+        "which gives the labels (-1: no extra round)",
     )
     parser.add_argument(
         "--targets",
@@ -143,7 +145,7 @@ def make_config(args: argparse.Namespace) -> AlignConfig:
         cmvn=args.cmvn,
         targets=args.targets,
         deltas=args.deltas,
-        final_deltas=None if args.final_deltas == "none" else int(args.final_deltas),
+        final_deltas=None if args.final_deltas == -1 else args.final_deltas,
         prior_scale=args.prior_scale,
         states=args.states,
         context=args.context,
