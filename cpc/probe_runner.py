@@ -125,7 +125,7 @@ def base_config(args: argparse.Namespace) -> ProbeConfig:
         weight_decay=args.weight_decay,
         seed=args.seed,
         device=resolve_device(args.device),
-        precision=getattr(args, "precision", "fp32"),
+        precision=args.precision,
     )
 
 
