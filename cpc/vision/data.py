@@ -10,8 +10,8 @@ decoded and augmented in DataLoader workers.
   batches it would have seen.
 - :class:`PatchValidData`: the hold-out (the last ``valid_images`` of a fixed shuffle of the
   training images, seed 0), training views with fixed seeds, as whole batches.
-- :class:`EvalImages`: a manifest split in order, evaluation views (no augmentation), for
-  feature extraction.
+- :func:`eval_loader`: a manifest split in order, evaluation views (no augmentation; the
+  patches as :func:`cpc.vision.patches.eval_patches` gives them), for feature extraction.
 
 A batch is ``{"patches": (B, G, G, C, P, P) float32, "label": (B,) int64}``.
 """
@@ -54,8 +54,8 @@ class _GridDataset(Dataset):
     """Item: ``(indices, seeds or None, extra)`` -> ``(batch, extra)``; seeds None gives
     evaluation views."""
 
-    def __init__(self, manifest: Manifest, cfg: VisionDataConfig) -> None:
-        self.manifest, self.cfg = manifest, cfg
+    def __init__(self, manifest: Manifest, cfg: VisionDataConfig, view: str = "subcrop") -> None:
+        self.manifest, self.cfg, self.view = manifest, cfg, view
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -67,7 +67,7 @@ class _GridDataset(Dataset):
         for n, i in enumerate(indices):
             img = open_image(self.manifest.full_path(int(i)), self.cfg.greyscale)
             if seeds is None:
-                grids.append(eval_patches(img, self.cfg))
+                grids.append(eval_patches(img, self.cfg, self.view))
             else:
                 gen.manual_seed(int(seeds[n]))
                 grids.append(train_patches(img, self.cfg, gen))
@@ -178,9 +178,11 @@ def eval_loader(
     cfg: VisionDataConfig,
     batch_size: int,
     num_workers: int,
+    view: str = "subcrop",
 ) -> DataLoader:
-    """Batches of evaluation views of ``indices`` in order: ``(batch, indices)`` pairs."""
-    ds = _GridDataset(manifest, cfg)
+    """Batches of evaluation views of ``indices`` in order: ``(batch, indices)`` pairs;
+    ``view``: the patches (:func:`cpc.vision.patches.eval_patches`)."""
+    ds = _GridDataset(manifest, cfg, view)
     items = [
         (indices[a : a + batch_size], None, indices[a : a + batch_size])
         for a in range(0, len(indices), batch_size)

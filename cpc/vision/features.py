@@ -6,8 +6,9 @@ class indices, ``index`` (N,) the images' rows in the stage-0 manifest) and ``in
 config and seed, or the pixel size; the manifests' signatures; counts). Feature types:
 
 - ``cpc`` / ``supervised``: the trained encoder of a checkpoint (``best.pt``) on the
-  evaluation view (centre crop, whole patches), its patch vectors mean-pooled over the grid
-  (the paper: 7x7x1024 -> 1024);
+  evaluation view (centre crop, no flip; ``eval_view="subcrop"``, the default: each patch's
+  centre ``data.subcrop`` square padded back as in training, ``"whole"``: whole patches), its
+  patch vectors mean-pooled over the grid (the paper: 7x7x1024 -> 1024);
 - ``random``: the same for a randomly initialised model of a config and seed;
 - ``pixels``: the image itself, shorter side resized to ``pixel_size`` and centre-cropped,
   flattened (for Fashion-MNIST at 28: the original pixels).
@@ -51,15 +52,17 @@ def encode_split(
     batch_size: int = 128,
     num_workers: int = 1,
     desc: str = "",
+    view: str = "subcrop",
 ) -> np.ndarray:
     """Mean-pooled encoder features ``(len(indices), D)`` of the evaluation views (no
-    augmentation, whole patches), in inference mode with channels-last convolutions."""
+    augmentation; ``view``: the patches, :func:`cpc.vision.patches.eval_patches`), in
+    inference mode with channels-last convolutions."""
     from cpc.vision.data import eval_loader
     from cpc.vision.model import encode_grid
 
     encoder.eval().to(memory_format=torch.channels_last)
     out = []
-    loader = eval_loader(manifest, indices, cfg, batch_size, num_workers)
+    loader = eval_loader(manifest, indices, cfg, batch_size, num_workers, view)
     for batch, _ in tqdm(loader, desc=desc, unit="batch", mininterval=5):
         z = encode_grid(encoder, batch["patches"], channels_last=True)
         out.append(z.mean(dim=(2, 3)).numpy())
@@ -111,10 +114,15 @@ def dump_features(
     max_train_images: int = 0,
     num_workers: int = 1,
     batch_size: int = 128,
+    eval_view: str = "subcrop",
 ) -> dict[str, Any]:
     """Write the dump (module docstring); returns its info.json."""
+    from cpc.vision.patches import EVAL_VIEWS
+
     if feat_type not in FEATURE_TYPES:
         raise ValueError(f"feature type {feat_type!r} is not one of {FEATURE_TYPES}")
+    if eval_view not in EVAL_VIEWS:
+        raise ValueError(f"evaluation view {eval_view!r} is not one of {EVAL_VIEWS}")
     manifest_dir, out_dir = Path(manifest_dir), Path(out_dir)
     manifests = {s: read_manifest(manifest_dir / f"{s}.tsv") for s in ("train", "val")}
     identity: dict[str, Any] = {
@@ -134,6 +142,7 @@ def dump_features(
                 f"checkpoint {checkpoint} does not exist; run the training stage first"
             )
         encoder, identity["source"] = _encoder(feat_type, cfg, checkpoint, seed)
+        identity["eval_view"] = eval_view
     info_path = out_dir / "info.json"
     if info_path.is_file():
         old = json.loads(info_path.read_text())
@@ -154,7 +163,14 @@ def dump_features(
         else:
             assert cfg is not None
             x = encode_split(
-                encoder, man, idx, cfg.data, batch_size, num_workers, f"{feat_type} {split}"
+                encoder,
+                man,
+                idx,
+                cfg.data,
+                batch_size,
+                num_workers,
+                f"{feat_type} {split}",
+                eval_view,
             )
         dim = x.shape[1]
         with atomic_path(out_dir / f"{split}.npz") as tmp:

@@ -7,8 +7,11 @@ pixels scaled to [-1, 1]; then :func:`patch_grid` cuts it into ``grid x grid`` p
 :func:`subcrop_patches` takes a random ``subcrop`` square of each patch and pads it back to
 ``patch`` with zeros, centred (top/left padding ``(patch - subcrop) // 2``).
 
-Evaluation view (:func:`eval_view`): the same resize, a centre crop, no flip, whole patches.
-Every random draw comes from the ``torch.Generator`` given, so a view is a function of the
+Evaluation view (:func:`eval_view`): the same resize, a centre crop, no flip; then the same
+grid, and by default (``view="subcrop"``) the centre ``subcrop`` square of each patch padded
+back exactly as in training, so that the frozen encoder sees patches with the statistics it
+was trained on (a zero border of ``patch - subcrop`` pixels); ``view="whole"`` keeps whole
+patches. Every random draw comes from the ``torch.Generator`` given, so a view is a function of the
 image and the generator's seed.
 """
 
@@ -83,10 +86,26 @@ def subcrop_patches(grid: torch.Tensor, subcrop: int, gen: torch.Generator) -> t
     rows = (offs[:, 0:1] + rng).view(n, 1, subcrop, 1).expand(n, c, subcrop, p)
     cols = (offs[:, 1:2] + rng).view(n, 1, 1, subcrop).expand(n, c, subcrop, subcrop)
     picked = flat.gather(2, rows).gather(3, cols)  # (n, c, subcrop, subcrop)
-    out = torch.zeros_like(flat)
+    return _pad_centred(picked, p).view(g1, g2, c, p, p)
+
+
+def _pad_centred(crops: torch.Tensor, p: int) -> torch.Tensor:
+    """``(..., s, s)`` crops zero-padded to ``(..., p, p)``, placed ``(p - s) // 2`` from the
+    top and left (the layout of :func:`subcrop_patches`)."""
+    s = crops.shape[-1]
+    out = crops.new_zeros(*crops.shape[:-2], p, p)
+    a = (p - s) // 2
+    out[..., a : a + s, a : a + s] = crops
+    return out
+
+
+def centre_subcrop_patches(grid: torch.Tensor, subcrop: int) -> torch.Tensor:
+    """The deterministic counterpart of :func:`subcrop_patches`: the centre ``subcrop``
+    square of each patch (offset ``(patch - subcrop) // 2``), padded back the same way, so
+    every pixel outside it is zero and every pixel inside it is the patch's own."""
+    p = grid.shape[-1]
     a = (p - subcrop) // 2
-    out[:, :, a : a + subcrop, a : a + subcrop] = picked
-    return out.view(g1, g2, c, p, p)
+    return _pad_centred(grid[..., a : a + subcrop, a : a + subcrop], p)
 
 
 def train_patches(img: Image.Image, cfg: VisionDataConfig, gen: torch.Generator) -> torch.Tensor:
@@ -95,6 +114,14 @@ def train_patches(img: Image.Image, cfg: VisionDataConfig, gen: torch.Generator)
     return subcrop_patches(grid, cfg.subcrop, gen)
 
 
-def eval_patches(img: Image.Image, cfg: VisionDataConfig) -> torch.Tensor:
-    """The evaluation grid of one image: ``(G, G, C, P, P)``, whole patches."""
-    return patch_grid(eval_view(img, cfg), cfg.patch, cfg.stride)
+EVAL_VIEWS = ("subcrop", "whole")
+
+
+def eval_patches(img: Image.Image, cfg: VisionDataConfig, view: str = "subcrop") -> torch.Tensor:
+    """The evaluation grid of one image: ``(G, G, C, P, P)``; ``view`` (:data:`EVAL_VIEWS`):
+    ``subcrop`` the centre ``cfg.subcrop`` square of each patch, padded as in training;
+    ``whole`` the whole patches."""
+    if view not in EVAL_VIEWS:
+        raise ValueError(f"evaluation view {view!r} is not one of {EVAL_VIEWS}")
+    grid = patch_grid(eval_view(img, cfg), cfg.patch, cfg.stride)
+    return centre_subcrop_patches(grid, cfg.subcrop) if view == "subcrop" else grid

@@ -153,6 +153,17 @@ def _sections(ctx: ResultsContext) -> list[str]:
         "and centre-cropped, flattened. Supervised: the same encoder plus a linear layer "
         "trained end to end with cross-entropy, then probed like the others.",
     ]
+    view = _eval_view(found)
+    if view:
+        out.append(
+            "- The encoders see the evaluation view: the centre crop, no flip, and "
+            + (
+                "each patch's centre sub-crop padded back with zeros as in training "
+                "(`--eval-view subcrop`)."
+                if view == "subcrop"
+                else "whole patches (`--eval-view whole`)."
+            )
+        )
     curve = loss_curve_png(ctx.exp_dir / "metrics.jsonl", ctx.exp_dir / "loss_curve.png", ctx.tag)
     if curve:
         ctx.figures.append("loss_curve.png")
@@ -181,6 +192,16 @@ def _sections(ctx: ResultsContext) -> list[str]:
                 "subset), coloured by class."
             )
     return out
+
+
+def _eval_view(found: dict[str, Any]) -> str:
+    """The evaluation view recorded in the CPC dump's info.json ("" when unknown)."""
+    cpc = found.get("cpc")
+    try:
+        info = Path(cpc["image_class"]["feature_dir"]) / "info.json" if cpc else None
+        return json.loads(info.read_text())["identity"].get("eval_view", "") if info else ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 SPEC = ResultsSpec(

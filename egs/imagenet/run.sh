@@ -40,6 +40,7 @@ nproc_per_node=""       # training processes per node (empty: number of GPUs, el
 nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
+eval_view=subcrop       # stage 3: patches the frozen encoders see: subcrop = each patch's centre data.subcrop square zero-padded as in training; whole = whole patches
 pixel_size=28           # stage 3: side of the raw-pixel baseline's images (28: Fashion-MNIST's own; 32 for ImageNet)
 probe_train_images=10000  # stage 3: train images the probes use (a fixed subset; 0: all)
 probe_epochs=136        # stage 4: linear-probe epochs (the paper: 85k updates x 2048 images, about 136 ImageNet epochs)
@@ -123,16 +124,16 @@ fi
 # ---- stage 3: feature dumps ----
 feats="cpc_$tag random_$tag pixels supervised_$tag"
 if begin_stage 3 "feature dumps (cpc, random init, pixels, supervised)" $exp_marks/stage3.done \
-    "pixel_size=$pixel_size probe_train_images=$probe_train_images seed=$seed config_md5=$config_md5 overrides=${overrides// /,} cpc=$(stage_sig $exp_marks/stage1.done) sup=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage0.done)"; then
+    "eval_view=$eval_view pixel_size=$pixel_size probe_train_images=$probe_train_images seed=$seed config_md5=$config_md5 overrides=${overrides// /,} cpc=$(stage_sig $exp_marks/stage1.done) sup=$(stage_sig $exp_marks/stage2.done) data=$(stage_sig $data_marks/stage0.done)"; then
   common=(--manifest-dir $manifests --max-train-images "$probe_train_images" --num-threads "$nj" --num-workers 1)
   python local/extract_features.py --feat-type cpc --checkpoint $exp/best.pt \
-    --output-dir data/feats/cpc_$tag "${common[@]}"
+    --eval-view "$eval_view" --output-dir data/feats/cpc_$tag "${common[@]}"
   python local/extract_features.py --feat-type random --config "$config" "${train_opts[@]}" \
-    --seed "$seed" --output-dir data/feats/random_$tag "${common[@]}"
+    --eval-view "$eval_view" --seed "$seed" --output-dir data/feats/random_$tag "${common[@]}"
   python local/extract_features.py --feat-type pixels --pixel-size "$pixel_size" \
     --output-dir data/feats/pixels "${common[@]}"
   python local/extract_features.py --feat-type supervised --checkpoint $exp/supervised/best.pt \
-    --output-dir data/feats/supervised_$tag "${common[@]}"
+    --eval-view "$eval_view" --output-dir data/feats/supervised_$tag "${common[@]}"
   end_stage $(for f in $feats; do echo data/feats/$f/info.json; done)
 fi
 

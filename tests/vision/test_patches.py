@@ -10,6 +10,7 @@ from PIL import Image
 from cpc.config import ConfigError
 from cpc.vision.config import VisionDataConfig, load_train_config
 from cpc.vision.patches import (
+    centre_subcrop_patches,
     eval_patches,
     patch_grid,
     subcrop_patches,
@@ -72,7 +73,33 @@ def test_views_sizes_flip_and_scaling() -> None:
     assert v[0, 10, 0] > v[0, 10, -1]  # flipped: brighter on the left
     assert train_patches(img, cfg, torch.Generator().manual_seed(1)).shape == (7, 7, 1, 8, 8)
     e = eval_patches(img, cfg)
-    assert e.shape == (7, 7, 1, 8, 8) and e[3, 0, 0, 4, 0] < e[3, 6, 0, 4, 7]  # not flipped
+    assert e.shape == (7, 7, 1, 8, 8) and e[3, 0, 0, 4, 1] < e[3, 6, 0, 4, 6]  # not flipped
+
+
+@pytest.mark.parametrize(("patch", "subcrop"), [(8, 6), (64, 60), (16, 13), (8, 8)])
+def test_evaluation_subcrop_is_the_centre_of_the_training_layout(patch: int, subcrop: int) -> None:
+    g = patch_grid(ramp(2, 3 * patch), patch, patch)
+    e = centre_subcrop_patches(g, subcrop)
+    a = (patch - subcrop) // 2
+    inside = torch.zeros(patch, patch, dtype=torch.bool)
+    inside[a : a + subcrop, a : a + subcrop] = True
+    assert torch.equal(e[..., inside], g[..., inside])  # the patch's own pixels, unmoved
+    assert not e[..., ~inside].any()  # a zero border, as training pads
+    # training places its random sub-crops in exactly the same square: same support
+    t = subcrop_patches(g + 1, subcrop, torch.Generator().manual_seed(3))
+    assert t[..., inside].all() and not t[..., ~inside].any()
+
+
+def test_eval_views(tmp_path) -> None:
+    cfg = VisionDataConfig(resize=36, crop=32, patch=8, stride=4, subcrop=6)
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(1, 255, (28, 28), dtype=np.uint8), mode="L")
+    whole = eval_patches(img, cfg, "whole")
+    assert torch.equal(whole, eval_patches(img, cfg, "whole"))  # deterministic
+    assert torch.equal(eval_patches(img, cfg), centre_subcrop_patches(whole, 6))  # the default
+    assert eval_patches(img, cfg)[..., 0, :].abs().sum() == 0 and whole[..., 0, :].abs().sum() > 0
+    with pytest.raises(ValueError, match="evaluation view 'centre' is not one of"):
+        eval_patches(img, cfg, "centre")
 
 
 def test_config_refuses_grids_that_do_not_fit(tmp_path) -> None:

@@ -56,6 +56,7 @@ def test_tiny_recipe_end_to_end_and_rerun_skips(tmp_path: Path) -> None:
     assert results["pending"] == []
     md = (exp / "RESULTS.md").read_text()
     assert "| 48.7 |" in md and "73.6" in md and "71.5" in md
+    assert "(`--eval-view subcrop`)" in md  # the view the encoders saw, from the CPC dump
     for fig in ("loss_curve.png", "tsne_val.png"):
         assert (exp / fig).is_file()
 

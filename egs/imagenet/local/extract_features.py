@@ -38,6 +38,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random: the init seed")
     p.add_argument("--pixel-size", type=int, default=28, help="pixels: image side in pixels")
     p.add_argument(
+        "--eval-view",
+        default="subcrop",
+        choices=("subcrop", "whole"),
+        help="cpc/supervised/random: the patches the encoder sees: subcrop = each patch's "
+        "centre data.subcrop square zero-padded back as in training (the statistics the "
+        "encoder was trained on); whole = whole patches",
+    )
+    p.add_argument(
         "--max-train-images", type=int, default=0, help="train images (fixed subset); 0: all"
     )
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             max_train_images=args.max_train_images,
             num_workers=args.num_workers,
             batch_size=args.batch_size,
+            eval_view=args.eval_view,
         )
     except (ConfigError, CheckpointError, ImageDataError, FileNotFoundError, ValueError) as e:
         logging.error(str(e))
