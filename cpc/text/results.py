@@ -33,6 +33,7 @@ def _sections(ctx: ResultsContext) -> list[str]:
             "Majority class: "
             + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ctx.extra["majority"].items()),
         ]
+    lines += _regularisation(ctx)
     if cov:
         lines += [
             "",
@@ -49,6 +50,41 @@ def _sections(ctx: ResultsContext) -> list[str]:
                 )
         ctx.extra["coverage"] = cov
     return lines
+
+
+def _regularisation(ctx: ResultsContext) -> list[str]:
+    """The C each evaluation chose (its range over the folds), and where it was an end of the
+    grid: there the best C may lie outside the grid (widen ``--c-grid``)."""
+    rows, grid, edges = [], None, []
+    for ftype, f in ctx.found.items():
+        r = f.get("senteval") or {}
+        for task in COLUMNS:
+            t = r.get(task.key) or {}
+            if not t.get("chosen_c"):
+                continue
+            grid = t.get("c_grid", grid)
+            cs = t["chosen_c"]
+            at = t.get("c_at_grid_edge") or {}
+            hit = ", ".join(f"{end} end in {n}/{len(cs)}" for end, n in at.items() if n)
+            if hit:
+                edges.append(f"{ftype} {task.key}")
+            rows.append(f"| {ftype} | {task.key} | {min(cs):g} - {max(cs):g} | {hit or 'no'} |")
+    if not rows:
+        return []
+    out = ["", "## Regularisation", ""]
+    if grid:
+        out.append("C grid: " + ", ".join(f"{c:g}" for c in grid) + ".")
+    if edges:
+        out.append(
+            "**C at an end of the grid** for " + ", ".join(edges) + ": the best C may lie "
+            "beyond it; widen `--c-grid` and re-run stage 4."
+        )
+    out += [
+        "",
+        "| features | task | C chosen (folds) | at an end of the grid |",
+        "|---|---|---|---|",
+    ]
+    return out + rows
 
 
 SPEC = ResultsSpec(

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from cpc.text.senteval import (
+    DEFAULT_C_GRID,
     SentEvalError,
     TaskData,
     evaluate,
+    grid_edge_counts,
     read_task,
     stratified_folds,
 )
@@ -78,3 +80,35 @@ def test_separable_features_score_perfectly_and_record_the_protocol() -> None:
     again = evaluate(x, task, [0.25, 1.0], folds=5, inner_folds=3, seed=0)
     assert again["fold_accuracies"] == r["fold_accuracies"]
     assert again["chosen_c"] == r["chosen_c"]
+    edge = r["c_at_grid_edge"]  # a two-value grid: every choice is an end of it
+    assert edge == {"low": r["chosen_c"].count(0.25), "high": r["chosen_c"].count(1.0)}
+    assert edge["low"] + edge["high"] == 5
+
+
+def test_grid_edge_counts() -> None:
+    grid = [0.001, 0.01, 0.1, 1.0]
+    assert grid_edge_counts([0.01, 0.1, 0.01], grid) == {"low": 0, "high": 0}
+    assert grid_edge_counts([0.001, 1.0, 0.001, 0.1], grid) == {"low": 2, "high": 1}
+    assert grid_edge_counts([0.5, 0.5], [0.5]) == {"low": 0, "high": 0}  # no edge to report
+    # the default: ascending powers of 4 (the smallest rounded), each 4x the one before
+    assert all(abs(b / a - 4) < 0.1 for a, b in zip(DEFAULT_C_GRID, DEFAULT_C_GRID[1:]))
+
+
+def test_results_table_reports_c_at_the_grid_edge(tmp_path: Path) -> None:
+    from cpc.results import ResultsContext
+    from cpc.text.results import _regularisation
+
+    def res(cs: list[float]) -> dict:
+        grid = [0.01, 0.1, 1.0]
+        return {"chosen_c": cs, "c_grid": grid, "c_at_grid_edge": grid_edge_counts(cs, grid)}
+
+    found = {
+        "cpc": {"senteval": {"MR-like": res([0.1, 0.1, 0.01]), "CR-like": res([0.1, 0.1, 0.1])}},
+        "bow": {"senteval": {"MR-like": res([0.01, 0.01, 0.01])}},
+    }
+    md = "\n".join(_regularisation(ResultsContext(tmp_path, "t", found, {}, [])))
+    assert "C grid: 0.01, 0.1, 1." in md
+    assert "**C at an end of the grid** for cpc MR-like, bow MR-like:" in md
+    assert "| cpc | MR-like | 0.01 - 0.1 | low end in 1/3 |" in md
+    assert "| cpc | CR-like | 0.1 - 0.1 | no |" in md
+    assert "| bow | MR-like | 0.01 - 0.01 | low end in 3/3 |" in md

@@ -10,9 +10,10 @@ Inputs: --senteval-dir (SentEval layout; absent tasks are reported "not availabl
 --checkpoint (cpc, random), --vocab (data/lang/vocab.txt), --word2vec-dir (stage 2).
 Each task is read and tokenised once for all feature types.
 Output, per feature type: OUTPUT_DIR/<type>/results.json: per task the accuracy, the folds,
-the chosen C, class counts, the majority-class rate; the vocabulary-expansion coverage per
-task (before/after); the signature (options + sha256 of the inputs). A re-run with the same
-signature does nothing.
+the chosen C (and how many folds chose an end of the --c-grid, with a warning in the log:
+there the grid should be widened), class counts, the majority-class rate; the
+vocabulary-expansion coverage per task (before/after); the signature (options + sha256 of
+the inputs). A re-run with the same signature does nothing.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _non_negative(v: str) -> int:
 
 def get_parser() -> argparse.ArgumentParser:
     from cpc.text.features import FEATURE_TYPES
-    from cpc.text.senteval import TASKS
+    from cpc.text.senteval import DEFAULT_C_GRID, TASKS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(
@@ -108,8 +109,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--c-grid",
         type=_c_grid,
-        default="0.25,1,4,16",
-        help="inverse regularisation strengths tried by the inner CV",
+        default=",".join(f"{c:g}" for c in DEFAULT_C_GRID),
+        help="inverse regularisation strengths tried by the inner CV (powers of 4; below "
+        "SentEval's 0.25-16 because the features are standardised)",
     )
     p.add_argument(
         "--max-items",
@@ -229,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{ftype} {task}: {100 * r['accuracy']:.2f}% ({len(data.labels)} items, "
                     f"majority {100 * r['majority']:.1f}%, {r['time_s']} s)"
                 )
+                for end, n in r["c_at_grid_edge"].items():
+                    if n:
+                        c = (min if end == "low" else max)(grid)
+                        logging.warning(
+                            f"{ftype} {task}: C = {c:g}, the {end} end of --c-grid, in {n} of "
+                            f"{len(r['chosen_c'])} fold(s): the best C may lie beyond it; "
+                            "widen --c-grid"
+                        )
             res["signature"] = sig
             res["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             write_json_atomic(Path(args.output_dir) / ftype / "results.json", res)
