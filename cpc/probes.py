@@ -42,6 +42,7 @@ __all__ = [
     "ProbeData",
     "ProbeResult",
     "standardize",
+    "train_statistics",
     "majority_chance",
     "train_probe",
     "pool_windows",
@@ -157,11 +158,28 @@ class ProbeResult:
         }
 
 
+def train_statistics(x: torch.Tensor, chunk_rows: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and (unbiased) standard deviation of ``x`` (N, D), accumulated in
+    float64 over chunks of ``chunk_rows`` rows (two passes: the mean, then the squared
+    deviations from it), so the extra memory is one float64 chunk, not a float64 copy of
+    ``x`` (which would be twice the size of the features themselves)."""
+    n = x.shape[0]
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    for a in range(0, n, chunk_rows):
+        total += x[a : a + chunk_rows].double().sum(0)
+    mean = total / max(n, 1)
+    sq = torch.zeros_like(total)
+    for a in range(0, n, chunk_rows):
+        sq += (x[a : a + chunk_rows].double() - mean).square().sum(0)
+    std = (sq / max(n - 1, 1)).sqrt() if n > 1 else torch.full_like(total, float("nan"))
+    return mean, std
+
+
 def standardize(train_x: torch.Tensor, *others: torch.Tensor, eps: float = 1e-5) -> None:
     """Standardise ``train_x`` and ``others`` in place with ``train_x``'s per-dimension mean
-    and standard deviation (computed in float64; constant dimensions are only centred)."""
-    mean = train_x.double().mean(0)
-    std = train_x.double().std(0)
+    and standard deviation (:func:`train_statistics`: float64, chunked; constant dimensions
+    are only centred)."""
+    mean, std = train_statistics(train_x)
     std = torch.where(std > eps, std, torch.ones_like(std))
     for t in (train_x, *others):
         t.sub_(mean.to(t.dtype)).div_(std.to(t.dtype))

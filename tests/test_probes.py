@@ -20,6 +20,7 @@ from cpc.probes import (
     probe_lr_factor,
     standardize,
     train_probe,
+    train_statistics,
 )
 
 
@@ -211,6 +212,18 @@ def test_standardize_uses_train_statistics_only() -> None:
     # train mean (2, 10), std (sqrt 2, 0 -> 1): the test row is mapped with those
     np.testing.assert_allclose(test.numpy(), [[3 / np.sqrt(2), 2.0]], rtol=1e-6)
     np.testing.assert_allclose(train.mean(0).numpy(), [0.0, 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 65536])
+def test_train_statistics_in_chunks_equal_the_float64_reference(chunk: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(20003, 39, generator=g) * 3 + 5).float()
+    mean, std = train_statistics(x, chunk_rows=chunk)
+    np.testing.assert_allclose(mean.numpy(), x.double().mean(0).numpy(), rtol=1e-13, atol=0)
+    np.testing.assert_allclose(std.numpy(), x.double().std(0).numpy(), rtol=1e-12, atol=0)
+    assert mean.dtype == std.dtype == torch.float64
+    one_row_mean, one_row_std = train_statistics(x[:1])  # as torch: no spread from one row
+    assert torch.equal(one_row_mean, x[0].double()) and one_row_std.isnan().all()
 
 
 def test_absent_class_and_bad_labels() -> None:
