@@ -458,6 +458,36 @@ def require_info(feature_dir: Pathlike) -> dict[str, Any]:
     return info
 
 
+def _checked_features(cut: Cut, n: int) -> np.ndarray:
+    """``cut``'s features, which must have ``n`` frames."""
+    x = cut.load_features()
+    if x.shape[0] != n:
+        raise FeatureDumpError(
+            f"{cut.id}: {x.shape[0]} feature frames but {cut.duration:.2f} s needs {n}; "
+            "re-run the feature dump"
+        )
+    return x
+
+
+def _checked_labels(cut: Cut, label_fn: Callable[[Cut, int], np.ndarray], n: int) -> np.ndarray:
+    y = np.asarray(label_fn(cut, n))
+    if y.shape != (n,):
+        raise FeatureDumpError(
+            f"{cut.id}: {y.shape[0] if y.ndim else 0} label frames but "
+            f"features have {n} frames ({cut.duration:.2f} s)"
+        )
+    return y
+
+
+def _offsets(cuts: CutSet | Sequence[Cut], spec: DumpSpec) -> np.ndarray:
+    counts = [spec.num_frames(cut) for cut in cuts]
+    if not counts:
+        raise FeatureDumpError("no cuts to load")
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    return offsets
+
+
 def collect_frames(
     cuts: CutSet | Sequence[Cut],
     spec: DumpSpec,
@@ -471,35 +501,48 @@ def collect_frames(
     ``label_fn(cut, num_frames)`` returns per-frame integer labels (or None to skip labels).
     Returns ``(x (N, D) float32, y (N,) int64 or None, offsets (U+1,) int64, cut_ids)``:
     utterance u has frames ``offsets[u]:offsets[u+1]``."""
-    counts = [spec.num_frames(cut) for cut in cuts]  # one pass over the metadata first ...
-    if not counts:
-        raise FeatureDumpError("no cuts to load")
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(counts)
+    offsets = _offsets(cuts, spec)  # one pass over the metadata first ...
     x_all: np.ndarray | None = None  # ... so the arrays are filled in place: one copy in memory
     y_all = np.empty(int(offsets[-1]), dtype=np.int64) if label_fn is not None else None
     ids: list[str] = []
-    bar = tqdm(cuts, desc=desc, unit="cut", total=len(counts), disable=not progress)
+    bar = tqdm(cuts, desc=desc, unit="cut", total=len(offsets) - 1, disable=not progress)
     for u, cut in enumerate(bar):
-        x = cut.load_features()
-        n = counts[u]
-        if x.shape[0] != n:
-            raise FeatureDumpError(
-                f"{cut.id}: {x.shape[0]} feature frames but {cut.duration:.2f} s needs {n}; "
-                "re-run the feature dump"
-            )
+        a, b = int(offsets[u]), int(offsets[u + 1])
+        x = _checked_features(cut, b - a)
         if x_all is None:
             x_all = np.empty((int(offsets[-1]), *x.shape[1:]), dtype=np.float32)
-        a, b = int(offsets[u]), int(offsets[u + 1])
         x_all[a:b] = x
         ids.append(cut.id)
         if y_all is not None:
-            y = np.asarray(label_fn(cut, n))
-            if y.shape != (n,):
-                raise FeatureDumpError(
-                    f"{cut.id}: {y.shape[0] if y.ndim else 0} label frames but "
-                    f"features have {n} frames ({cut.duration:.2f} s)"
-                )
-            y_all[a:b] = y
+            y_all[a:b] = _checked_labels(cut, label_fn, b - a)
     assert x_all is not None
     return x_all, y_all, offsets, ids
+
+
+def collect_labels(
+    cuts: Sequence[Cut],
+    spec: DumpSpec,
+    label_fn: Callable[[Cut, int], np.ndarray],
+    desc: str = "labels",
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-frame labels of ``cuts`` without their features: ``(y (N,) int64, offsets
+    (U+1,) int64)``, laid out as :func:`collect_frames` lays them out; with
+    :func:`frame_reader` the features are then read one cut at a time when needed."""
+    offsets = _offsets(cuts, spec)
+    y_all = np.empty(int(offsets[-1]), dtype=np.int64)
+    for u, cut in enumerate(tqdm(cuts, desc=desc, unit="cut", disable=not progress)):
+        a, b = int(offsets[u]), int(offsets[u + 1])
+        y_all[a:b] = _checked_labels(cut, label_fn, b - a)
+    return y_all, offsets
+
+
+def frame_reader(cuts: Sequence[Cut], spec: DumpSpec) -> Callable[[int], np.ndarray]:
+    """``read(u)``: the features of ``cuts[u]`` (float32, checked to have
+    ``spec.num_frames`` frames), read from the dump on each call."""
+    counts = [spec.num_frames(cut) for cut in cuts]
+
+    def read(u: int) -> np.ndarray:
+        return np.asarray(_checked_features(cuts[u], counts[u]), dtype=np.float32)
+
+    return read

@@ -20,6 +20,13 @@ Optionally each row is concatenated with its ``context`` neighbours on either si
 same sequence (edge rows repeated), e.g. ``context=2`` for c_t with +-2 frames; neighbours are
 gathered per minibatch, so memory stays at one copy of the features.
 
+Rows need not be in memory: :class:`StreamedRows` reads them from disk a sequence at a time,
+in blocks of at most ``block_rows`` rows. Training then draws, every epoch, a new random
+order of the sequences, reads them block by block and shuffles the rows within each block
+(whole sequences, so ``context`` neighbours are the same as in memory); statistics,
+held-out checks and predictions are made block by block too. Peak memory is then one block
+(plus the labels, 8 bytes a row), whatever the number of rows.
+
 Outputs (:class:`ProbeResult`): test accuracy, train accuracy, per-class accuracy (recall),
 the confusion matrix (rows = reference, columns = prediction), timings.
 """
@@ -29,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +48,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeData",
     "ProbeResult",
+    "StreamedRows",
     "standardize",
     "train_statistics",
     "majority_chance",
@@ -80,13 +88,93 @@ class ProbeConfig:
     precision: str = "fp32"  # fp32, or bf16: matrix products under bf16 autocast (CPU, GPU)
 
 
+class StreamedRows:
+    """Probe rows kept on disk: ``read(u)`` returns sequence u's rows, ``(offsets[u+1] -
+    offsets[u], dim)`` float32, read anew on each call. Used as :attr:`ProbeData.x` (with
+    the same ``offsets``); :func:`standardize` sets :attr:`mean` and :attr:`std`, which every
+    read then applies. :meth:`blocks` loads consecutive sequences of a given order in blocks
+    of at most ``block_rows`` rows (at least one sequence each)."""
+
+    ndim = 2
+
+    def __init__(
+        self, read: Callable[[int], np.ndarray], offsets: np.ndarray, dim: int, block_rows: int
+    ) -> None:
+        if block_rows < 1:
+            raise ValueError(f"streamed probe rows: block_rows must be >= 1, got {block_rows}")
+        self._read = read
+        self.offsets = torch.as_tensor(np.asarray(offsets), dtype=torch.int64)
+        self.dim = int(dim)
+        self.block_rows = int(block_rows)
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        self.max_rows_read = 0  # the largest block read so far (rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.offsets[-1]), self.dim
+
+    @property
+    def num_sequences(self) -> int:
+        return len(self.offsets) - 1
+
+    def _fill(self, out: torch.Tensor, u: int) -> None:
+        x = np.asarray(self._read(u), dtype=np.float32)
+        if x.shape != tuple(out.shape):
+            raise ValueError(
+                f"streamed probe rows: sequence {u} read as {x.shape}, expected {tuple(out.shape)}"
+            )
+        out.copy_(torch.from_numpy(x))
+        if self.mean is not None and self.std is not None:
+            out.sub_(self.mean).div_(self.std)
+
+    def load(self, seqs: Sequence[int], y: torch.Tensor | None = None) -> ProbeData:
+        """The sequences ``seqs`` (in that order) as in-memory :class:`ProbeData` with their
+        own offsets; ``y``: the labels of all rows (sliced), or zeros."""
+        lengths = [int(self.offsets[u + 1] - self.offsets[u]) for u in seqs]
+        offsets = torch.zeros(len(seqs) + 1, dtype=torch.int64)
+        offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+        n = int(offsets[-1])
+        x = torch.empty(n, self.dim)
+        yb = torch.zeros(n, dtype=torch.int64)
+        for i, u in enumerate(seqs):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            self._fill(x[a:b], u)
+            if y is not None:
+                yb[a:b] = y[int(self.offsets[u]) : int(self.offsets[u + 1])]
+        self.max_rows_read = max(self.max_rows_read, n)
+        return ProbeData(x, yb, offsets)
+
+    def blocks(self, order: Sequence[int], y: torch.Tensor | None = None) -> Iterator[ProbeData]:
+        """:meth:`load` of consecutive groups of ``order`` with at most ``block_rows`` rows
+        each (a longer sequence makes a block of its own)."""
+        group: list[int] = []
+        rows = 0
+        for u in order:
+            u = int(u)
+            n = int(self.offsets[u + 1] - self.offsets[u])
+            if group and rows + n > self.block_rows:
+                yield self.load(group, y)
+                group, rows = [], 0
+            group.append(u)
+            rows += n
+        if group:
+            yield self.load(group, y)
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        """All rows in order, block by block (for statistics)."""
+        for block in self.blocks(range(self.num_sequences)):
+            yield block.x
+
+
 @dataclass
 class ProbeData:
     """Rows to probe: ``x`` (N, D) float32, ``y`` (N,) int64 class ids, and optional sequence
     ``offsets`` (U+1,) int64 (sequence u is rows ``offsets[u]:offsets[u+1]``), needed for
-    ``context > 0``."""
+    ``context > 0``. ``x`` may be :class:`StreamedRows` (rows on disk; ``offsets`` are then
+    its offsets)."""
 
-    x: torch.Tensor
+    x: torch.Tensor | StreamedRows
     y: torch.Tensor
     offsets: torch.Tensor | None = None
 
@@ -99,6 +187,8 @@ class ProbeData:
         )
 
     def __post_init__(self) -> None:
+        if isinstance(self.x, StreamedRows) and self.offsets is None:
+            self.offsets = self.x.offsets
         if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):
             raise ValueError(
                 f"probe data: x must be (N, D) and y (N,), got {tuple(self.x.shape)} "
@@ -114,6 +204,16 @@ class ProbeData:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.x, StreamedRows)
+
+    def in_memory(self) -> ProbeData:
+        """The same rows in memory (self when they already are)."""
+        if not isinstance(self.x, StreamedRows):
+            return self
+        return self.x.load(range(self.x.num_sequences), self.y)
 
 
 @dataclass
@@ -158,31 +258,55 @@ class ProbeResult:
         }
 
 
-def train_statistics(x: torch.Tensor, chunk_rows: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and (unbiased) standard deviation of ``x`` (N, D), accumulated in
-    float64 over chunks of ``chunk_rows`` rows (two passes: the mean, then the squared
-    deviations from it), so the extra memory is one float64 chunk, not a float64 copy of
-    ``x`` (which would be twice the size of the features themselves)."""
-    n = x.shape[0]
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
-    for a in range(0, n, chunk_rows):
-        total += x[a : a + chunk_rows].double().sum(0)
+def _chunk_statistics(
+    chunks: Callable[[], Iterable[torch.Tensor]], dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased standard deviation over the rows of the chunks that ``chunks()``
+    yields (called twice: the mean, then the squared deviations from it), in float64."""
+    n = 0
+    total = torch.zeros(dim, dtype=torch.float64)
+    for c in chunks():
+        total += c.double().sum(0)
+        n += c.shape[0]
     mean = total / max(n, 1)
     sq = torch.zeros_like(total)
-    for a in range(0, n, chunk_rows):
-        sq += (x[a : a + chunk_rows].double() - mean).square().sum(0)
+    for c in chunks():
+        sq += (c.double() - mean).square().sum(0)
     std = (sq / max(n - 1, 1)).sqrt() if n > 1 else torch.full_like(total, float("nan"))
     return mean, std
 
 
-def standardize(train_x: torch.Tensor, *others: torch.Tensor, eps: float = 1e-5) -> None:
+def train_statistics(
+    x: torch.Tensor | StreamedRows, chunk_rows: int = 65536
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and (unbiased) standard deviation of ``x`` (N, D), accumulated in
+    float64 over chunks of ``chunk_rows`` rows (two passes: the mean, then the squared
+    deviations from it), so the extra memory is one float64 chunk, not a float64 copy of
+    ``x`` (which would be twice the size of the features themselves). Streamed rows are
+    read block by block, twice, before any standardisation is set on them."""
+    if isinstance(x, StreamedRows):
+        if x.mean is not None:
+            raise ValueError("streamed probe rows: statistics of rows already standardised")
+        return _chunk_statistics(x.chunks, x.dim)
+    n = x.shape[0]
+    return _chunk_statistics(
+        lambda: (x[a : a + chunk_rows] for a in range(0, n, chunk_rows)), x.shape[1]
+    )
+
+
+def standardize(
+    train_x: torch.Tensor | StreamedRows, *others: torch.Tensor | StreamedRows, eps: float = 1e-5
+) -> None:
     """Standardise ``train_x`` and ``others`` in place with ``train_x``'s per-dimension mean
     and standard deviation (:func:`train_statistics`: float64, chunked; constant dimensions
-    are only centred)."""
+    are only centred). Streamed rows get the statistics, applied as they are read."""
     mean, std = train_statistics(train_x)
     std = torch.where(std > eps, std, torch.ones_like(std))
     for t in (train_x, *others):
-        t.sub_(mean.to(t.dtype)).div_(std.to(t.dtype))
+        if isinstance(t, StreamedRows):
+            t.mean, t.std = mean.float(), std.float()
+        else:
+            t.sub_(mean.to(t.dtype)).div_(std.to(t.dtype))
 
 
 def majority_chance(train_y: torch.Tensor | np.ndarray, test_y: torch.Tensor | np.ndarray) -> float:
@@ -292,9 +416,10 @@ def _make_model(in_dim: int, num_classes: int, hidden_dim: int) -> nn.Module:
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig, k: int = 1) -> torch.Tensor:
-    """The ``k`` highest-scoring classes of every row, best first: ``(n, k)``; with
-    ``k = 1`` the predictions ``(n,)``."""
+def _predict_rows(
+    model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig, k: int = 1
+) -> torch.Tensor:
+    """The ``k`` highest-scoring classes of the ``n`` rows of ``ctx``, best first: ``(n, k)``."""
     model.eval()
     out = []
     for a in range(0, n, cfg.eval_batch_size):
@@ -302,7 +427,20 @@ def _predict(model: nn.Module, ctx: _Context, n: int, cfg: ProbeConfig, k: int =
         with _autocast(cfg):
             logits = model(ctx(idx).to(cfg.device))
         out.append(logits.float().topk(k, dim=-1).indices.cpu())
-    top = torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
+    return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
+
+
+def _predict(model: nn.Module, data: ProbeData, cfg: ProbeConfig, k: int = 1) -> torch.Tensor:
+    """The ``k`` highest-scoring classes of every row of ``data``, best first: ``(n, k)``;
+    with ``k = 1`` the predictions ``(n,)``. Streamed rows are predicted block by block."""
+    if isinstance(data.x, StreamedRows):
+        parts = [
+            _predict_rows(model, _Context(b, cfg.context), len(b), cfg, k)
+            for b in data.x.blocks(range(data.x.num_sequences))
+        ]
+        top = torch.cat(parts)
+    else:
+        top = _predict_rows(model, _Context(data, cfg.context), len(data), cfg, k)
     return top[:, 0] if k == 1 else top
 
 
@@ -372,6 +510,27 @@ def _heldout_loss(
     return total / max(len(idx), 1)
 
 
+def _streamed_split(
+    train: ProbeData, fit_idx: torch.Tensor | None, held_idx: torch.Tensor | None
+) -> tuple[list[int] | None, ProbeData | None]:
+    """Streamed training rows split by :func:`holdout_rows` (whole sequences): the fitting
+    sequences (None: all) and the held-out rows loaded into memory."""
+    assert isinstance(train.x, StreamedRows)
+    if held_idx is None:
+        return None, None
+    seq_of_row = torch.bucketize(held_idx, train.x.offsets, right=True) - 1
+    held_seqs = torch.unique(seq_of_row).tolist()
+    lengths = train.x.offsets[1:] - train.x.offsets[:-1]
+    if int(lengths[held_seqs].sum()) != len(held_idx):
+        raise ValueError(
+            "probe: streamed rows need whole sequences held out; give at least two sequences"
+        )
+    fit = torch.ones(train.x.num_sequences, dtype=torch.bool)
+    fit[held_seqs] = False
+    held = train.x.load(held_seqs, train.y)
+    return fit.nonzero().squeeze(1).tolist(), held
+
+
 def train_probe(
     train: ProbeData, test: ProbeData, num_classes: int, cfg: ProbeConfig | None = None
 ) -> ProbeResult:
@@ -388,14 +547,24 @@ def train_probe(
             raise ValueError(f"probe: {name} labels span {lo}..{hi}, outside 0..{num_classes - 1}")
     if train.x.shape[1] != test.x.shape[1]:
         raise ValueError(f"probe: train has {train.x.shape[1]} dims but test has {test.x.shape[1]}")
+    if train.streamed and len(train) <= train.x.block_rows:
+        train = train.in_memory()  # one block holds it all: the in-memory path, same result
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    tr_ctx, te_ctx = _Context(train, cfg.context), _Context(test, cfg.context)
+    tr_ctx = _Context(train, cfg.context)
     model = _make_model(tr_ctx.dim, num_classes, cfg.hidden_dim).to(cfg.device)
     opt = _optimizer(model, cfg)
     _autocast(cfg)  # an unknown precision fails before training
     plateau = cfg.schedule == "plateau"
     fit_idx, held_idx = holdout_rows(train, cfg) if plateau else (None, None)
+    y_train = train.y
+    if train.streamed:
+        fit_seqs, held = _streamed_split(train, fit_idx, held_idx)
+        if held is not None:
+            held_ctx, held_y = _Context(held, cfg.context), held.y
+            held_idx = torch.arange(len(held))
+    else:
+        held_ctx, held_y = tr_ctx, y_train
     n = len(train) if fit_idx is None else len(fit_idx)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
@@ -406,26 +575,42 @@ def train_probe(
     def factor(s: int) -> float:
         return lr_scale[0] if plateau else probe_lr_factor(s, total_steps, cfg)
 
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch's minibatches ``(x, y)``: a permutation of all training rows in
+        memory; streamed, a permutation of the sequences read block by block, each block's
+        rows permuted."""
+        if not train.streamed:
+            perm = torch.randperm(n, generator=gen)
+            if fit_idx is not None:
+                perm = fit_idx[perm]
+            for a in range(0, n, cfg.batch_size):
+                idx = perm[a : a + cfg.batch_size]
+                yield tr_ctx(idx), y_train[idx]
+            return
+        assert isinstance(train.x, StreamedRows)
+        seqs = range(train.x.num_sequences) if fit_seqs is None else fit_seqs
+        order = torch.as_tensor(seqs)[torch.randperm(len(seqs), generator=gen)].tolist()
+        for block in train.x.blocks(order, y_train):
+            ctx = _Context(block, cfg.context)
+            perm = torch.randperm(len(block), generator=gen)
+            for a in range(0, len(block), cfg.batch_size):
+                idx = perm[a : a + cfg.batch_size]
+                yield ctx(idx), block.y[idx]
+
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     check_every = (cfg.check_every or steps_per_epoch) if plateau else 0
     best_loss, best_state, bad, decays, stop = math.inf, None, 0, 0, False
     loss_fn = nn.CrossEntropyLoss()
-    y_train = train.y
     t0 = time.time()
     final_loss = float("nan")
     step = 0
     epochs_run = 0
     for epoch in range(epochs):
         model.train()
-        perm = torch.randperm(n, generator=gen)
-        if fit_idx is not None:
-            perm = fit_idx[perm]
         total, count = 0.0, 0
         epochs_run += 1
-        for a in range(0, n, cfg.batch_size):
-            idx = perm[a : a + cfg.batch_size]
-            xb = tr_ctx(idx).to(cfg.device)
-            yb = y_train[idx].to(cfg.device)
+        for xb, yb in batches():
+            xb, yb = xb.to(cfg.device), yb.to(cfg.device)
             with _autocast(cfg):
                 loss = loss_fn(model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
@@ -433,17 +618,17 @@ def train_probe(
             opt.step()
             sched.step()
             step += 1
-            total += loss.item() * idx.shape[0]
-            count += idx.shape[0]
+            total += loss.item() * yb.shape[0]
+            count += yb.shape[0]
             if check_every and (step % check_every == 0 or step == total_steps):
-                held = _heldout_loss(model, tr_ctx, held_idx, y_train, cfg)
-                if held < best_loss * (1 - cfg.tol):
-                    best_loss, bad = held, 0
+                held_loss = _heldout_loss(model, held_ctx, held_idx, held_y, cfg)
+                if held_loss < best_loss * (1 - cfg.tol):
+                    best_loss, bad = held_loss, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 else:
                     bad += 1
                 logging.debug(
-                    f"probe update {step}: held-out loss {held:.4f} (best {best_loss:.4f})"
+                    f"probe update {step}: held-out loss {held_loss:.4f} (best {best_loss:.4f})"
                 )
                 if bad >= cfg.patience:
                     if decays >= cfg.max_decays:
@@ -460,10 +645,10 @@ def train_probe(
     train_time = time.time() - t0
     top_k_accuracy = None
     if cfg.top_k > 1:
-        top = _predict(model, te_ctx, len(test), cfg, min(cfg.top_k, num_classes))
+        top = _predict(model, test, cfg, min(cfg.top_k, num_classes))
         top_k_accuracy = float((top == test.y.view(-1, 1)).any(dim=1).double().mean())
-    pred_test = _predict(model, te_ctx, len(test), cfg)
-    pred_train = _predict(model, tr_ctx, len(train), cfg)
+    pred_test = _predict(model, test, cfg)
+    pred_train = _predict(model, train, cfg)
     conf = torch.bincount(
         test.y * num_classes + pred_test, minlength=num_classes * num_classes
     ).reshape(num_classes, num_classes)

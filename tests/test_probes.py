@@ -13,6 +13,7 @@ import torch
 from cpc.probes import (
     ProbeConfig,
     ProbeData,
+    StreamedRows,
     holdout_group_split,
     holdout_rows,
     majority_chance,
@@ -226,6 +227,100 @@ def test_train_statistics_in_chunks_equal_the_float64_reference(chunk: int) -> N
     assert torch.equal(one_row_mean, x[0].double()) and one_row_std.isnan().all()
 
 
+def _streamed(x: np.ndarray, y: np.ndarray, offsets: np.ndarray, block_rows: int) -> ProbeData:
+    """``x`` behind a :class:`StreamedRows` that records every sequence it is asked for."""
+    reads: list[int] = []
+
+    def read(u: int) -> np.ndarray:
+        reads.append(u)
+        return x[offsets[u] : offsets[u + 1]].copy()
+
+    data = ProbeData(StreamedRows(read, offsets, x.shape[1], block_rows), torch.from_numpy(y))
+    data.reads = reads  # type: ignore[attr-defined]
+    return data
+
+
+def _sequences(n_seq: int, seed: int, num_classes: int = 4, dim: int = 6):
+    """Sequences of 20-80 rows of blob data (the class drifts along a sequence)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(20, 80, n_seq)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    x, y = blobs(int(offsets[-1]), num_classes, dim, sep=1.5, seed=seed)
+    return x, y, offsets
+
+
+def test_streamed_statistics_equal_the_in_memory_ones() -> None:
+    x, y, off = _sequences(60, seed=3)
+    x = x * 4 + 3
+    s = _streamed(x, y, off, block_rows=150)
+    mean, std = train_statistics(s.x)
+    ref_mean, ref_std = train_statistics(torch.from_numpy(x))
+    np.testing.assert_allclose(mean.numpy(), ref_mean.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(std.numpy(), ref_std.numpy(), rtol=1e-12)
+    # standardised on reading: bit-identical to the in-memory standardisation
+    test_x = torch.from_numpy(x[:100].copy())
+    ref_train = torch.from_numpy(x.copy())
+    standardize(ref_train, test_x)
+    standardize(s.x)
+    assert torch.equal(s.in_memory().x, ref_train)
+    with pytest.raises(ValueError, match="already standardised"):
+        train_statistics(s.x)
+
+
+def test_streamed_blocks_are_whole_sequences_of_bounded_size() -> None:
+    x, y, off = _sequences(40, seed=4)
+    s = _streamed(x, y, off, block_rows=200)
+    order = np.random.default_rng(0).permutation(40).tolist()
+    blocks = list(s.x.blocks(order, s.y))
+    assert sum(len(b) for b in blocks) == len(x)
+    assert all(len(b) <= 200 for b in blocks) and s.x.max_rows_read <= 200
+    assert s.reads == order  # each sequence read once, in the order asked
+    seqs = iter(order)
+    for b in blocks:  # rows, labels and offsets of every sequence as in memory
+        for i in range(len(b.offsets) - 1):
+            u = next(seqs)
+            a, e = int(b.offsets[i]), int(b.offsets[i + 1])
+            np.testing.assert_array_equal(b.x[a:e].numpy(), x[off[u] : off[u + 1]])
+            np.testing.assert_array_equal(b.y[a:e].numpy(), y[off[u] : off[u + 1]])
+    one = list(_streamed(x, y, off, block_rows=1).x.blocks(range(40)))
+    assert [len(b) for b in one] == np.diff(off).tolist()  # a long sequence: a block alone
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_streamed_probe_reads_one_block_at_a_time_and_learns_as_in_memory(schedule) -> None:
+    x, y, off = _sequences(120, seed=5)
+    cut = int(off[90])
+    tr_mem = ProbeData.from_numpy(x[:cut], y[:cut], off[:91])
+    te_mem = ProbeData.from_numpy(x[cut:], y[cut:], off[90:] - cut)
+    tr = _streamed(x[:cut], y[:cut], off[:91], block_rows=600)
+    te = _streamed(x[cut:], y[cut:], off[90:] - cut, block_rows=600)
+    standardize(tr_mem.x, te_mem.x)
+    standardize(tr.x, te.x)
+    cfg = ProbeConfig(epochs=6, batch_size=64, lr=1e-2, context=1, schedule=schedule)
+    cfg.check_every = 20
+    mem = train_probe(tr_mem, te_mem, 4, cfg)
+    streamed = train_probe(tr, te, 4, cfg)
+    assert tr.x.max_rows_read <= 600 and te.x.max_rows_read <= 600
+    assert streamed.num_train == len(tr_mem) and streamed.num_test == len(te_mem)
+    assert streamed.input_dim == 18 and streamed.confusion.sum() == len(te_mem)
+    # another order of the same rows: the same optimum within a point or two
+    assert mem.accuracy > 0.6 and abs(streamed.accuracy - mem.accuracy) < 0.03
+    assert abs(streamed.train_accuracy - mem.train_accuracy) < 0.03
+    again = train_probe(tr, te, 4, cfg)  # seeded: the same result again
+    assert again.accuracy == streamed.accuracy and again.updates == streamed.updates
+    if schedule == "plateau":  # held-out sequences are never trained on
+        assert streamed.updates < 6 * -(-len(tr_mem) // 64) + 6 * 10
+
+
+def test_streamed_rows_that_fit_one_block_train_exactly_as_in_memory() -> None:
+    x, y, off = _sequences(30, seed=6)
+    mem = ProbeData.from_numpy(x, y, off)
+    big = _streamed(x, y, off, block_rows=len(x))
+    cfg = ProbeConfig(epochs=2, batch_size=32, schedule="plateau", check_every=10, context=2)
+    a, b = train_probe(mem, mem, 4, cfg), train_probe(big, mem, 4, cfg)
+    assert a.accuracy == b.accuracy and a.updates == b.updates and a.final_loss == b.final_loss
+
+
 def test_absent_class_and_bad_labels() -> None:
     x, y = blobs(600, 3, 4, sep=5.0, seed=0)
     te_mask = y[400:] != 2
@@ -352,6 +447,34 @@ def test_phone_probe_cli_plateau_on_a_frame_capped_subset(dump, tmp_path: Path) 
     for k in ("num_train", "num_test", "num_train_utts"):
         assert res[1][k] == r[k]
     assert res[1]["linear"]["accuracy"] == r["linear"]["accuracy"]
+
+
+def test_phone_probe_cli_streams_blocks_of_the_dump(dump, tmp_path: Path) -> None:
+    """--block-frames: the frames stay in the dump and are read block by block; the
+    accuracies are those of the in-memory probe within a few points (another row order),
+    and the block size is part of the result's identity."""
+    from local.probe import main
+
+    feats, lang = dump
+    argv = ["phone", "--feature-dir", str(feats), "--lang-dir", str(lang), "--seed", "3"]
+    argv += ["--linear-epochs", "4", "--mlp-epochs", "3", "--mlp-hidden", "16", "--min-steps"]
+    argv += ["300", "--check-every", "20", "--batch-size", "64", "--context-frames", "1"]
+    res = {}
+    for block in (0, 700):
+        out = tmp_path / str(block)
+        assert main(argv + ["--block-frames", str(block), "--output-dir", str(out)]) == 0
+        res[block] = json.loads((out / "results.json").read_text())
+    mem, streamed = res[0], res[700]
+    assert mem["streamed"] == {"train": False, "test": False}
+    assert streamed["streamed"] == {"train": True, "test": True}  # both splits exceed 700
+    assert streamed["num_train"] == mem["num_train"] > 700 < streamed["num_test"]
+    assert streamed["signature"]["options"]["block_frames"] == 700
+    for k in ("linear", "mlp", "linear_context"):
+        assert abs(streamed[k]["accuracy"] - mem[k]["accuracy"]) < 0.05, k
+        conf = np.array(streamed[k]["confusion"])
+        assert (
+            streamed[k]["accuracy"] == np.trace(conf) / conf.sum() and conf.sum() == mem["num_test"]
+        )
 
 
 def test_speaker_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:

@@ -25,13 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from cpc.audio.constants import DUMP_SPEC, LABEL_FIELD, PREFIX, cut_num_frames
 from cpc.cli import str2bool
-from cpc.features import INFO_NAME, collect_frames, load_dump, require_info
+from cpc.features import (
+    INFO_NAME,
+    collect_frames,
+    collect_labels,
+    frame_reader,
+    load_dump,
+    require_info,
+)
 from cpc.probe_runner import ProbeError, ProbeSet
-from cpc.probes import ProbeConfig, ProbeData, holdout_group_split, pool_windows
+from cpc.probes import ProbeConfig, ProbeData, StreamedRows, holdout_group_split, pool_windows
 
 __all__ = ["PhoneTask", "SpeakerTask", "TASKS"]
 
@@ -112,6 +120,21 @@ def _chapter(cut: Any) -> str:
     return str(chap) if chap is not None else cut.id.split("-")[1]
 
 
+def _frames(cuts: list, block_frames: int, dim: int, split: str) -> ProbeData:
+    """The labelled frames of ``cuts``: in memory when they fit in one block (or
+    ``block_frames <= 0``), else streamed from the dump block by block (labels in memory)."""
+    if block_frames <= 0 or sum(cut_num_frames(c) for c in cuts) <= block_frames:
+        x, y, offsets, _ = collect_frames(cuts, DUMP_SPEC, _phone_labels, split)
+        return ProbeData.from_numpy(x, y, offsets)
+    y, offsets = collect_labels(cuts, DUMP_SPEC, _phone_labels, f"{split} labels")
+    rows = StreamedRows(frame_reader(cuts, DUMP_SPEC), offsets, dim, block_frames)
+    logging.info(
+        f"{split}: {int(offsets[-1])} frames of {len(cuts)} utterances read from the dump in "
+        f"blocks of at most {block_frames} frames"
+    )
+    return ProbeData(rows, torch.from_numpy(y))
+
+
 class PhoneTask:
     """Frame-level phone probes (see the module docstring)."""
 
@@ -131,6 +154,16 @@ class PhoneTask:
             help="also a linear probe on each frame with +-N neighbours concatenated; 0: skip",
         )
         _add_max_frames(p)
+        p.add_argument(
+            "--block-frames",
+            type=int,
+            default=131072,
+            help="frames are read from the dump in blocks of whole utterances with at most "
+            "this many frames (training: a new random order of the utterances every epoch, "
+            "rows shuffled within each block), so memory holds one block (128 MB of "
+            "256-dim features), not the corpus; 0, or a split that fits in one block: all "
+            "its frames in memory",
+        )
         _add_schedule(p, "plateau")
 
     def inputs(self, args: argparse.Namespace) -> list[Path]:
@@ -155,9 +188,10 @@ class PhoneTask:
             args.seed + 1,
             "test",
         )
-        x_tr, y_tr, off_tr, _ = collect_frames(train_cuts, DUMP_SPEC, _phone_labels, "train")
-        x_te, y_te, off_te, _ = collect_frames(test_cuts, DUMP_SPEC, _phone_labels, "test")
-        for split, y in (("train", y_tr), ("test", y_te)):
+        dim = int(require_info(args.feature_dir)["dim"])
+        train = _frames(train_cuts, args.block_frames, dim, "train")
+        test = _frames(test_cuts, args.block_frames, dim, "test")
+        for split, y in (("train", train.y.numpy()), ("test", test.y.numpy())):
             if y.min() < 0 or y.max() >= len(names):
                 raise ProbeError(
                     f"{split} labels span {y.min()}..{y.max()} but {phones_txt} has {len(names)} "
@@ -182,8 +216,8 @@ class PhoneTask:
                 **{**linear.__dict__, "context": args.context_frames}
             )
         return ProbeSet(
-            train=ProbeData.from_numpy(x_tr, y_tr, off_tr),
-            test=ProbeData.from_numpy(x_te, y_te, off_te),
+            train=train,
+            test=test,
             class_names=names,
             probes=probes,
             info={
@@ -193,6 +227,8 @@ class PhoneTask:
                 "num_test_utts": len(test_cuts),
                 "max_train_frames": args.max_train_frames,
                 "max_test_frames": args.max_test_frames,
+                "block_frames": args.block_frames,
+                "streamed": {"train": train.streamed, "test": test.streamed},
                 "schedule": args.schedule,
             },
             confusion_plots=("linear", "mlp"),

@@ -59,7 +59,8 @@ dump_z=false            # stage 3: also dump the encoder output z_t (model.chann
 baselines=true          # stages 3-5: also dump and probe the MFCC and random-init baselines (false: the model's own features only, e.g. for local/run_table2.sh)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
 holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe's training set
-probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of whole utterances with at most this many training frames (2.8 h) and a quarter as many test frames, so their memory stops growing with the corpus (about 1.3 GB of 256-dim features); 0: all
+probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of whole utterances with at most this many training frames (2.8 h) and a quarter as many test frames, so their time stops growing with the corpus; 0: all
+probe_block_frames=131072  # stage 4: the phone probes read the frames from the dump in blocks of whole utterances with at most this many frames (a new random order every epoch), so memory holds one block (128 MB of 256-dim features) whatever the corpus size; 0: all frames in memory
 probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
 probe_precision=bf16    # stage 4: bf16 = the phone probes' matrix products under bfloat16 autocast (about twice as fast on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX; accuracies within a fraction of a point of fp32); fp32 on CPUs without them
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
@@ -225,12 +226,12 @@ fi
 
 # ---- stage 4: phone probes ----
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
-    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames schedule=$probe_schedule precision=$probe_precision feats=$(stage_sig $exp_marks/stage3.done)"; then
+    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames block_frames=$probe_block_frames schedule=$probe_schedule precision=$probe_precision feats=$(stage_sig $exp_marks/stage3.done)"; then
   for feat in $probe_feats; do
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
       --output-dir $exp/probe_phone/$feat --seed "$seed" --min-steps "$probe_min_steps" \
       --max-train-frames "$probe_max_frames" --max-test-frames $((probe_max_frames / 4)) \
-      --schedule "$probe_schedule" --precision "$probe_precision"
+      --block-frames "$probe_block_frames" --schedule "$probe_schedule" --precision "$probe_precision"
   done
   end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi
