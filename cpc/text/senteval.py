@@ -42,8 +42,8 @@ BINARY_TASKS: dict[str, tuple[str, dict[str, int]]] = {
 }
 TREC_FILES = ("train_5500.label", "TREC_10.label")
 #: inverse regularisation strengths tried by the inner cross-validation: powers of 4 from
-#: 4^-6 (rounded) to 4^2
-DEFAULT_C_GRID = (0.00025, 0.001, 0.004, 0.016, 0.0625, 0.25, 1.0, 4.0, 16.0)
+#: 4^-7 (rounded) to 4^2
+DEFAULT_C_GRID = (0.0000625, 0.00025, 0.001, 0.004, 0.016, 0.0625, 0.25, 1.0, 4.0, 16.0)
 TASKS = (*BINARY_TASKS, "TREC")
 NOT_AVAILABLE = "not available"
 
