@@ -37,6 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +89,18 @@ class ProbeConfig:
     precision: str = "fp32"  # fp32, or bf16: matrix products under bf16 autocast (CPU, GPU)
 
 
+_LOADER: ThreadPoolExecutor | None = None
+
+
+def _loader() -> ThreadPoolExecutor:
+    """The one background thread that reads streamed blocks (one thread for the process's
+    life, so its allocations stay in one malloc arena instead of a new one per epoch)."""
+    global _LOADER
+    if _LOADER is None:
+        _LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-rows")
+    return _LOADER
+
+
 class StreamedRows:
     """Probe rows kept on disk: ``read(u)`` returns sequence u's rows, ``(offsets[u+1] -
     offsets[u], dim)`` float32, read anew on each call. Used as :attr:`ProbeData.x` (with
@@ -125,41 +138,68 @@ class StreamedRows:
                 f"streamed probe rows: sequence {u} read as {x.shape}, expected {tuple(out.shape)}"
             )
         out.copy_(torch.from_numpy(x))
-        if self.mean is not None and self.std is not None:
-            out.sub_(self.mean).div_(self.std)
 
-    def load(self, seqs: Sequence[int], y: torch.Tensor | None = None) -> ProbeData:
+    def load(
+        self, seqs: Sequence[int], y: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ) -> ProbeData:
         """The sequences ``seqs`` (in that order) as in-memory :class:`ProbeData` with their
-        own offsets; ``y``: the labels of all rows (sliced), or zeros."""
+        own offsets; ``y``: the labels of all rows (sliced), or zeros; ``out``: a buffer of
+        at least as many rows to read into (else a new tensor)."""
         lengths = [int(self.offsets[u + 1] - self.offsets[u]) for u in seqs]
         offsets = torch.zeros(len(seqs) + 1, dtype=torch.int64)
         offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
         n = int(offsets[-1])
-        x = torch.empty(n, self.dim)
+        x = torch.empty(n, self.dim) if out is None else out[:n]
         yb = torch.zeros(n, dtype=torch.int64)
         for i, u in enumerate(seqs):
             a, b = int(offsets[i]), int(offsets[i + 1])
             self._fill(x[a:b], u)
             if y is not None:
                 yb[a:b] = y[int(self.offsets[u]) : int(self.offsets[u + 1])]
+        if self.mean is not None and self.std is not None:
+            x.sub_(self.mean).div_(self.std)  # elementwise: as standardize() does in memory
         self.max_rows_read = max(self.max_rows_read, n)
         return ProbeData(x, yb, offsets)
 
-    def blocks(self, order: Sequence[int], y: torch.Tensor | None = None) -> Iterator[ProbeData]:
-        """:meth:`load` of consecutive groups of ``order`` with at most ``block_rows`` rows
-        each (a longer sequence makes a block of its own)."""
+    def groups(self, order: Sequence[int]) -> list[list[int]]:
+        """Consecutive groups of ``order`` with at most ``block_rows`` rows each (a longer
+        sequence makes a group of its own)."""
+        out: list[list[int]] = []
         group: list[int] = []
         rows = 0
         for u in order:
             u = int(u)
             n = int(self.offsets[u + 1] - self.offsets[u])
             if group and rows + n > self.block_rows:
-                yield self.load(group, y)
+                out.append(group)
                 group, rows = [], 0
             group.append(u)
             rows += n
         if group:
-            yield self.load(group, y)
+            out.append(group)
+        return out
+
+    def blocks(self, order: Sequence[int], y: torch.Tensor | None = None) -> Iterator[ProbeData]:
+        """:meth:`load` of each of :meth:`groups` ``(order)``. Double-buffered: the next
+        block is read by a background thread into the other of two buffers while the caller
+        works on the current one, so the reads overlap the caller's computation and memory
+        holds two blocks, whatever the caller keeps. A yielded block is valid until the next
+        one is asked for (its rows are then overwritten)."""
+        groups = self.groups(order)
+        if not groups:
+            return
+        rows = max(int((self.offsets[[u + 1 for u in g]] - self.offsets[g]).sum()) for g in groups)
+        buffers = [torch.empty(rows, self.dim), torch.empty(rows, self.dim)]
+        pool = _loader()
+        pending = pool.submit(self.load, groups[0], y, buffers[0])
+        try:
+            for i in range(1, len(groups)):
+                block = pending.result()
+                pending = pool.submit(self.load, groups[i], y, buffers[i % 2])
+                yield block
+            yield pending.result()
+        finally:
+            pending.cancel() or pending.exception()  # never leave a read running into a buffer
 
     def chunks(self) -> Iterator[torch.Tensor]:
         """All rows in order, block by block (for statistics)."""
@@ -258,6 +298,13 @@ class ProbeResult:
         }
 
 
+def _pieces(chunks: Iterable[torch.Tensor], rows: int = 16384) -> Iterator[torch.Tensor]:
+    """The chunks cut into pieces of at most ``rows`` rows (one float64 piece at a time)."""
+    for c in chunks:
+        for a in range(0, c.shape[0], rows):
+            yield c[a : a + rows]
+
+
 def _chunk_statistics(
     chunks: Callable[[], Iterable[torch.Tensor]], dim: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,13 +312,13 @@ def _chunk_statistics(
     yields (called twice: the mean, then the squared deviations from it), in float64."""
     n = 0
     total = torch.zeros(dim, dtype=torch.float64)
-    for c in chunks():
+    for c in _pieces(chunks()):
         total += c.double().sum(0)
         n += c.shape[0]
     mean = total / max(n, 1)
     sq = torch.zeros_like(total)
-    for c in chunks():
-        sq += (c.double() - mean).square().sum(0)
+    for c in _pieces(chunks()):
+        sq += c.double().sub_(mean).square_().sum(0)
     std = (sq / max(n - 1, 1)).sqrt() if n > 1 else torch.full_like(total, float("nan"))
     return mean, std
 

@@ -29,7 +29,8 @@ def test_tiny_recipe_end_to_end_then_skips(tmp_path: Path) -> None:
     assert res["pending"] == []
     md = (exp / "RESULTS.md").read_text()
     assert "| 76.9 | 80.1 | 91.2 | 87.7 | 96.8 |" in md and "not available" in md
-    assert "## Regularisation" in md and "C grid: 6.25e-05, 0.00025, 0.001," in md  # run.sh's default
+    # run.sh's default grid
+    assert "## Regularisation" in md and "C grid: 6.25e-05, 0.00025, 0.001," in md
     cov = res["coverage"]["cpc"]["MR-like"]
     assert 0 < cov["before"] <= cov["after"] <= 1
     info = json.loads((d / "data/tiny/text/corpus_info.json").read_text())
