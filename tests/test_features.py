@@ -98,6 +98,34 @@ def test_cpc_dump_equals_extractor_and_batching(manifests: Path, tmp_path: Path)
         np.testing.assert_allclose(xb, x, rtol=1e-5, atol=1e-6)
 
 
+def test_cpc_dump_padded_to_a_multiple_equals_the_unpadded_one(manifests, tmp_path) -> None:
+    """Waveforms padded to whole seconds (few input shapes, so few oneDNN kernels): the
+    frames kept are the unpadded ones, up to float summation order."""
+    import torch
+
+    from cpc.audio.extractor import pad_waveforms
+
+    ext = tiny_cpc_extractor()
+    for name, fn in (("hop", batch_fn_for(ext)), ("second", batch_fn_for(ext, 16000))):
+        dump_features(
+            manifests, tmp_path / name, fn, "random", 8, {"kind": "random"}, DUMP_SPEC,
+            max_duration=0,
+        )  # fmt: skip
+    padded = {c.id: c.load_features() for c in load_dump(tmp_path / "second", "test")}
+    for cut in load_dump(tmp_path / "hop", "test"):
+        x = cut.load_features()
+        assert padded[cut.id].shape == x.shape
+        np.testing.assert_allclose(padded[cut.id], x, rtol=1e-5, atol=1e-6)
+    cuts = list(load_dump(tmp_path / "hop", "test"))[:3]
+    wave, lengths = pad_waveforms(cuts, 16000)
+    assert wave.shape[1] % 16000 == 0 and wave.shape[1] - int(lengths.max()) < 16000
+    assert torch.equal(pad_waveforms(cuts)[1], lengths)
+    for i, n in enumerate(lengths.tolist()):  # zeros past each length
+        assert not wave[i, n:].any()
+    with pytest.raises(ValueError, match="multiple of 160"):
+        pad_waveforms(cuts, 1000)
+
+
 def test_dump_resume_partial_and_rebuild(manifests: Path, tmp_path: Path) -> None:
     out = tmp_path / "mfcc"
     ext, source = mfcc_source()
@@ -217,6 +245,7 @@ def test_extract_features_cli(manifests: Path, tmp_path: Path) -> None:
     assert main(argv(3)) == 0
     info = json.loads((out / "info.json").read_text())
     assert info["dim"] == 4 and info["feature_type"] == "random"
+    assert info["extraction"]["pad_multiple_samples"] == 16000  # auto on CPU: 1 s
     assert info["source"]["seed"] == 3 and info["source"]["config"]["model"]["context_dim"] == 4
     assert json.loads((tmp_path / "random_z" / "info.json").read_text())["dim"] == 16
     x3 = next(iter(load_dump(out, "test"))).load_features()

@@ -417,28 +417,38 @@ def load_waveform(cut: Cut, num_frames: int | None = None, pad: bool = True) -> 
     return pad_to_frames(audio, n)
 
 
-def pad_waveforms(cuts: Sequence[Cut]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_waveforms(cuts: Sequence[Cut], multiple: int = HOP) -> tuple[torch.Tensor, torch.Tensor]:
     """Load ``cuts`` (see :func:`load_waveform`) into a zero-padded batch.
 
-    Returns ``(wave, lengths)``: a float32 tensor (B, S_max) and int64 sample counts (B,),
-    each a multiple of ``HOP``."""
+    Returns ``(wave, lengths)``: a float32 tensor (B, S) and int64 sample counts (B,), each a
+    multiple of ``HOP``; S is the longest count rounded up to a multiple of ``multiple``
+    (itself a multiple of ``HOP``), so batches take one of few shapes."""
+    if multiple <= 0 or multiple % HOP:
+        raise ValueError(
+            f"pad multiple must be a positive multiple of {HOP} samples, got {multiple}"
+        )
     waves = [load_waveform(c) for c in cuts]
     lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)
-    batch = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
+    longest = int(lengths.max()) if waves else 0
+    batch = torch.zeros(len(waves), -(-longest // multiple) * multiple)
     for i, w in enumerate(waves):
         batch[i, : w.shape[0]] = torch.from_numpy(w)
     return batch, lengths
 
 
-def waveform_batch_fn(model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> BatchFn:
+def waveform_batch_fn(
+    model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], pad_multiple: int = HOP
+) -> BatchFn:
     """Wrap a waveform model into a :data:`cpc.features.BatchFn`.
 
     ``model_fn(wave (B, S) float32, lengths (B,) int64) -> (B, S // HOP, D)`` (it moves the
-    batch to its device); the returned function loads and pads a batch of cuts and returns
-    one float32 array (frames of the cut, D) per cut, in input order."""
+    batch to its device); the returned function loads and pads a batch of cuts (to a multiple
+    of ``pad_multiple`` samples, see :func:`pad_waveforms`) and returns one float32 array
+    (frames of the cut, D) per cut, in input order. The model must give each row the frames
+    it gives alone (``CPCAudio`` zeroes every layer's output past the row's length)."""
 
     def fn(cuts: list[Cut]) -> list[np.ndarray]:
-        wave, lengths = pad_waveforms(cuts)
+        wave, lengths = pad_waveforms(cuts, pad_multiple)
         with torch.inference_mode():
             out = model_fn(wave, lengths)
         out = out.float().cpu().numpy()
@@ -462,9 +472,11 @@ def per_cut_batch_fn(fn: Callable[[np.ndarray], np.ndarray]) -> BatchFn:
     return batch_fn
 
 
-def batch_fn_for(extractor: FeatureExtractor) -> BatchFn:
-    """A :data:`cpc.features.BatchFn` for ``extractor``: CPC runs padded batches through the
-    model, other extractors run per utterance."""
+def batch_fn_for(extractor: FeatureExtractor, pad_multiple: int = HOP) -> BatchFn:
+    """A :data:`cpc.features.BatchFn` for ``extractor``: CPC runs padded batches (lengths
+    rounded up to ``pad_multiple`` samples) through the model, other extractors run per
+    utterance."""
     if isinstance(extractor, CPCExtractor):
-        return waveform_batch_fn(extractor.forward_batch)  # moves the batch to its device
+        # forward_batch moves the batch to the extractor's device
+        return waveform_batch_fn(extractor.forward_batch, pad_multiple)
     return per_cut_batch_fn(lambda x: extractor.extract(x, SAMPLING_RATE))
