@@ -122,6 +122,8 @@ class StreamedRows:
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         self.max_rows_read = 0  # the largest block read so far (rows)
+        self._buffers: list[torch.Tensor] = []  # blocks()'s two buffers, kept between calls
+        self._iterating = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -189,7 +191,15 @@ class StreamedRows:
         if not groups:
             return
         rows = max(int((self.offsets[[u + 1 for u in g]] - self.offsets[g]).sum()) for g in groups)
-        buffers = [torch.empty(rows, self.dim), torch.empty(rows, self.dim)]
+        if self._iterating:  # another iteration holds the kept buffers: use fresh ones
+            buffers = [torch.empty(rows, self.dim), torch.empty(rows, self.dim)]
+        else:  # kept between calls: no page faults and zeroing of new buffers every epoch
+            if not self._buffers or self._buffers[0].shape[0] < rows:
+                self._buffers = []
+                self._buffers = [torch.empty(rows, self.dim), torch.empty(rows, self.dim)]
+            buffers = self._buffers
+        owner = buffers is self._buffers
+        self._iterating = self._iterating or owner
         pool = _loader()
         pending = pool.submit(self.load, groups[0], y, buffers[0])
         try:
@@ -200,6 +210,12 @@ class StreamedRows:
             yield pending.result()
         finally:
             pending.cancel() or pending.exception()  # never leave a read running into a buffer
+            if owner:
+                self._iterating = False
+
+    def release(self) -> None:
+        """Free the buffers kept between :meth:`blocks` calls."""
+        self._buffers = []
 
     def chunks(self) -> Iterator[torch.Tensor]:
         """All rows in order, block by block (for statistics)."""
@@ -557,6 +573,11 @@ def _heldout_loss(
     return total / max(len(idx), 1)
 
 
+def _release(data: ProbeData) -> None:
+    if isinstance(data.x, StreamedRows):
+        data.x.release()
+
+
 def _streamed_split(
     train: ProbeData, fit_idx: torch.Tensor | None, held_idx: torch.Tensor | None
 ) -> tuple[list[int] | None, ProbeData | None]:
@@ -637,12 +658,32 @@ def train_probe(
         assert isinstance(train.x, StreamedRows)
         seqs = range(train.x.num_sequences) if fit_seqs is None else fit_seqs
         order = torch.as_tensor(seqs)[torch.randperm(len(seqs), generator=gen)].tolist()
+        bs = cfg.batch_size
+        # a block's last rows wait for the next block's first ones: every minibatch but the
+        # epoch's last is full, as in memory (the same number of updates, and one batch
+        # shape: oneDNN builds and caches a kernel per shape)
+        carry: tuple[torch.Tensor, torch.Tensor] | None = None
         for block in train.x.blocks(order, y_train):
             ctx = _Context(block, cfg.context)
             perm = torch.randperm(len(block), generator=gen)
-            for a in range(0, len(block), cfg.batch_size):
-                idx = perm[a : a + cfg.batch_size]
+            pos = 0
+            if carry is not None:
+                idx = perm[: bs - len(carry[1])]
+                carry = (torch.cat([carry[0], ctx(idx)]), torch.cat([carry[1], block.y[idx]]))
+                pos = len(idx)
+                if len(carry[1]) < bs:
+                    continue
+                yield carry
+                carry = None
+            while len(block) - pos >= bs:
+                idx = perm[pos : pos + bs]
                 yield ctx(idx), block.y[idx]
+                pos += bs
+            if pos < len(block):
+                idx = perm[pos:]
+                carry = (ctx(idx), block.y[idx])  # copies: the block's buffer is reused
+        if carry is not None:
+            yield carry
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     check_every = (cfg.check_every or steps_per_epoch) if plateau else 0
@@ -694,8 +735,11 @@ def train_probe(
     if cfg.top_k > 1:
         top = _predict(model, test, cfg, min(cfg.top_k, num_classes))
         top_k_accuracy = float((top == test.y.view(-1, 1)).any(dim=1).double().mean())
+    _release(train)  # one split's buffers at a time
     pred_test = _predict(model, test, cfg)
+    _release(test)
     pred_train = _predict(model, train, cfg)
+    _release(train)
     conf = torch.bincount(
         test.y * num_classes + pred_test, minlength=num_classes * num_classes
     ).reshape(num_classes, num_classes)
