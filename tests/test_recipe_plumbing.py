@@ -234,3 +234,76 @@ def test_speech_precision_options_are_in_their_stage_markers() -> None:
     # defaults: bf16 for both (documented in --help)
     head = text.split("parse_options.sh")[0]
     assert "\nextract_precision=bf16 " in head and "\nprobe_precision=bf16 " in head
+
+
+def _stage_sh(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; . {ROOT}/utils/stage.sh\n{script}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_run_jobs_runs_every_job_with_its_log_and_share_of_the_cores(tmp_path: Path) -> None:
+    """run_jobs NJ PREFIX FUNC ARG...: FUNC ARG for every ARG, each logged to PREFIX.ARG.log
+    with OMP_NUM_THREADS = job_threads = max(1, cores / NJ); never more than NJ at once (a
+    job counts the running ones under a lock); NJ = 2 really runs two side by side (job a
+    waits for b to have started: it would wait forever if they ran one after the other)."""
+    cores = os.cpu_count() or 1
+    script = """
+job() {
+  ( flock 9; n=$(( $(cat running) + 1 )); echo $n > running
+    [ $n -gt "$(cat peak)" ] && echo $n > peak; true ) 9>lock
+  echo "$1 threads=$OMP_NUM_THREADS/$job_threads" >> seen
+  touch started.$1
+  if [ "$1" = a ] && [ "$NJ" -ge 2 ]; then
+    for _ in $(seq 600); do [ -f started.b ] && break; sleep 0.05; done
+    [ -f started.b ] || exit 9
+  fi
+  ( flock 9; echo $(( $(cat running) - 1 )) > running ) 9>lock
+  echo "result of $1"
+}
+echo 0 > running; echo 0 > peak
+run_jobs "$NJ" logs/job job a b c d
+echo "rc=$?"
+"""
+    for nj in (1, 2):
+        d = tmp_path / f"nj{nj}"
+        d.mkdir()
+        r = _stage_sh(f"NJ={nj}\n{script}", d)
+        assert r.returncode == 0, r.stderr
+        assert "rc=0" in r.stdout
+        threads = max(1, cores // nj)
+        assert sorted((d / "seen").read_text().split("\n")[:-1]) == [
+            f"{j} threads={threads}/{threads}" for j in "abcd"
+        ]
+        assert int((d / "peak").read_text()) <= nj
+        for j in "abcd":
+            assert (d / f"logs/job.{j}.log").read_text() == f"result of {j}\n"
+            assert f"job {j} done in " in r.stderr and f": result of {j}" in r.stderr
+        assert not list(d.glob("logs/*.rc"))
+    assert int((tmp_path / "nj2" / "peak").read_text()) == 2
+
+
+def test_run_jobs_reports_each_failed_job_after_all_have_ended(tmp_path: Path) -> None:
+    script = """
+job() { echo "working on $1"; [ "$1" != b ] || { echo "b broke: bad input"; return 4; }; echo ok > out.$1; }
+if run_jobs 2 logs/job job a b c; then echo "rc=0"; else echo "rc=$?"; fi
+"""
+    r = _stage_sh(script, tmp_path)
+    assert "rc=1" in r.stdout
+    assert (tmp_path / "out.a").exists() and (tmp_path / "out.c").exists()
+    assert "job b failed (exit 4)" in r.stderr and "b broke: bad input" in r.stderr
+    assert "job a failed" not in r.stderr and "job c failed" not in r.stderr
+
+
+def test_gpus_or_gives_the_cpu_default_without_gpus() -> None:
+    r = subprocess.run(
+        ["bash", "-c", f". {ROOT}/utils/stage.sh; gpus_or 2; gpus_or_one"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert r.stdout.split() == ["2", "1"]

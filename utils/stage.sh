@@ -6,6 +6,7 @@
 #     ... the stage's commands ...
 #     end_stage OUTPUT_FILE...
 #   fi
+#   run_jobs NJ LOG_PREFIX FUNC ARG...  `FUNC ARG` for every ARG, NJ at a time (below)
 #
 # The options string is the stage's identity: every resolved option, config contents (as a
 # hash), the seed, and the signatures of the upstream stages it reads (stage_sig MARKER).
@@ -132,7 +133,16 @@ train_exp() {
       launch+=(--standalone)
     fi
   fi
-  $train_cmd "$exp/log/train.log" "${launch[@]}" "$CPC_ROOT/local/train.py" "$@"
+  # torchrun gives each of several processes 1 OpenMP thread unless told otherwise: share the
+  # cores among them instead (2 processes on 16 cores: 8 threads each).
+  local nproc_node=${nproc_per_node:-1}
+  if [ "$launcher" = torchrun ] && [ "$nproc_node" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+    local threads=$(( $(nproc) / nproc_node ))
+    [ "$threads" -lt 1 ] && threads=1
+    OMP_NUM_THREADS=$threads $train_cmd "$exp/log/train.log" "${launch[@]}" "$CPC_ROOT/local/train.py" "$@"
+  else
+    $train_cmd "$exp/log/train.log" "${launch[@]}" "$CPC_ROOT/local/train.py" "$@"
+  fi
 }
 
 # default_tag CONFIG SEED DEFAULT_SEED OVERRIDES
@@ -146,7 +156,53 @@ default_tag() {
   echo "$t"
 }
 
-# gpus_or_one: the number of visible GPUs, or 1 without any (torchrun's --nproc-per-node).
+# gpus_or N: the number of visible GPUs, or N without any (torchrun's --nproc-per-node).
+gpus_or() {
+  python -c "import torch; print(torch.cuda.device_count() or $1)"
+}
+
+# gpus_or_one: the number of visible GPUs, or 1 without any.
 gpus_or_one() {
-  python -c 'import torch; print(max(torch.cuda.device_count(), 1))'
+  gpus_or 1
+}
+
+# run_jobs NJ LOG_PREFIX FUNC ARG...
+#   Runs `FUNC ARG` for every ARG, at most NJ at a time, in the background (Kaldi's
+#   `run.pl JOB=1:NJ`): one job per ARG, its output in LOG_PREFIX.ARG.log, with
+#   OMP_NUM_THREADS and $job_threads set to the job's share of the cores, max(1, cores / NJ).
+#   Small models use a core better as one of NJ single-threaded processes than as one of the
+#   threads of a single process. Logs each job's start, and its end with the elapsed time and
+#   the last line of its log. Returns 0 when every job succeeded; otherwise, once all have
+#   ended, names each failed job and shows the end of its log, and returns 1.
+run_jobs() {
+  local nj=$1 prefix=$2 fn=$3 arg threads failed=0 t0
+  shift 3
+  threads=$(( $(nproc) / nj ))
+  [ "$threads" -lt 1 ] && threads=1
+  mkdir -p "$(dirname "$prefix")"
+  for arg in "$@"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$nj" ]; do wait -n || true; done
+    rm -f "$prefix.$arg.rc"
+    log "job $arg started ($threads thread(s)): $prefix.$arg.log"
+    (
+      export OMP_NUM_THREADS=$threads job_threads=$threads
+      t0=$(date +%s)
+      rc=0
+      "$fn" "$arg" >"$prefix.$arg.log" 2>&1 || rc=$?
+      echo "$rc" >"$prefix.$arg.rc"
+      if [ "$rc" -eq 0 ]; then
+        log "job $arg done in $(( $(date +%s) - t0 ))s: $(tail -n 1 "$prefix.$arg.log" | cut -c1-300)"
+      fi
+    ) &
+  done
+  wait
+  for arg in "$@"; do
+    if [ "$(cat "$prefix.$arg.rc" 2>/dev/null)" != 0 ]; then
+      log "job $arg failed (exit $(cat "$prefix.$arg.rc" 2>/dev/null || echo '?')); the end of $prefix.$arg.log:"
+      tail -n 20 "$prefix.$arg.log" >&2
+      failed=1
+    fi
+    rm -f "$prefix.$arg.rc"
+  done
+  return $failed
 }

@@ -43,14 +43,14 @@ mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
 mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
 seed=42                 # random seed (corpus, training, probes)
-nj=2                    # parallel jobs for data preparation and feature extraction
+nj=2                    # parallel jobs for data preparation, and (stages 3-5) the dumps and probes of each feature set run as this many single- or few-threaded processes side by side (cores / nj threads each); logs in exp/<tag>/log/
 config=conf/cpc_small.yaml   # training config (conf/cpc_paper.yaml, conf/cpc_small.yaml, conf/cpc_tiny.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=1e-3 train.max_steps=200"
 checkpoint=""           # stages 3-7: evaluate this checkpoint instead of training one (stage 2 is skipped): another run's exp/<tag>/best.pt, or a CPC_audio checkpoint (architecture from the checkpoint_args.json beside it, or --cpc-audio-args)
 cpc_audio_args=""       # architecture of a CPC_audio --checkpoint in its names, e.g. "hiddenEncoder=256 hiddenGar=256 nLevelsGRU=2 arMode=LSTM normMode=layerNorm"
 tag=""                  # experiment name under exp/ (empty: config name [+ _seed<N> if not 42] [+ overrides hash])
 restart_exp=false       # stage 2: if exp/<tag>/ holds checkpoints of other data/config/seed, rename it to exp/<tag>.old-<time> and train anew
-nproc_per_node=""       # training processes per node (empty: number of GPUs, else 1)
+nproc_per_node=""       # training processes per node (empty: number of GPUs, else 2 on CPUs: two processes of cores/2 threads train faster than one of all cores; data.batch_size is per process, so conf/cpc_small.yaml's 4 gives a global batch of 8)
 nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
@@ -109,7 +109,7 @@ if [ -n "$checkpoint" ]; then
   [ -z "$tag" ] && tag=ext_$(basename "$checkpoint" .pt)_$(printf '%s' "$ckpt_sig" | md5sum | cut -c1-6)
 fi
 [ -z "$tag" ] && tag=$(default_tag "$config" "$seed" "$_seed_default" "$overrides")
-[ -z "$nproc_per_node" ] && nproc_per_node=$(gpus_or_one)
+[ -z "$nproc_per_node" ] && nproc_per_node=$(gpus_or 2)
 exp=exp/$tag
 manifests=data/manifests
 data_marks=data/.stages
@@ -207,43 +207,58 @@ else
 fi
 if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done \
     "dump_z=$dump_z precision=$extract_precision ${baselines_sig}$model_sig data=$(stage_sig $data_marks/stage1.done)"; then
+  extract_one() {
+    case $1 in
+      cpc)
+        # shellcheck disable=SC2086
+        python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
+          ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
+          --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" \
+          --num-jobs "$job_threads" --precision "$extract_precision" ;;
+      mfcc)
+        python local/extract_features.py --feat-type mfcc \
+          --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$job_threads" ;;
+      random)
+        # shellcheck disable=SC2086
+        python local/extract_features.py --feat-type random --config "$config" \
+          ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
+          --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$job_threads" \
+          --precision "$extract_precision" ;;
+    esac
+  }
+  extract_types=cpc
+  if [ "$baselines" = true ]; then extract_types="cpc random mfcc"; fi
   # shellcheck disable=SC2086
-  python local/extract_features.py --feat-type cpc --checkpoint "$cpc_ckpt" \
-    ${cpc_audio_args:+--cpc-audio-args $cpc_audio_args} \
-    --manifest-dir $manifests --output-dir data/cpc_$tag --dump-z "$dump_z" --num-jobs "$nj" \
-    --precision "$extract_precision"
-  if [ "$baselines" = true ]; then
-    python local/extract_features.py --feat-type mfcc \
-      --manifest-dir $manifests --output-dir data/mfcc --num-jobs "$nj"
-    # shellcheck disable=SC2086
-    python local/extract_features.py --feat-type random --config "$config" \
-      ${overrides:+--override $overrides} --seed "$seed" --dump-z "$dump_z" \
-      --manifest-dir $manifests --output-dir data/random_$tag --num-jobs "$nj" \
-      --precision "$extract_precision"
-  fi
+  run_jobs "$nj" $exp/log/extract extract_one $extract_types
   end_stage $(for f in $dump_dirs; do echo data/$f/info.json; done)
 fi
 
 # ---- stage 4: phone probes ----
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
     "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames block_frames=$probe_block_frames schedule=$probe_schedule precision=$probe_precision feats=$(stage_sig $exp_marks/stage3.done)"; then
-  for feat in $probe_feats; do
-    python $CPC_ROOT/local/probe.py phone --feature-dir data/$feat --lang-dir data/lang \
-      --output-dir $exp/probe_phone/$feat --seed "$seed" --min-steps "$probe_min_steps" \
+  phone_probe() {
+    python $CPC_ROOT/local/probe.py phone --feature-dir data/$1 --lang-dir data/lang \
+      --output-dir $exp/probe_phone/$1 --seed "$seed" --min-steps "$probe_min_steps" \
       --max-train-frames "$probe_max_frames" --max-test-frames $((probe_max_frames / 4)) \
-      --block-frames "$probe_block_frames" --schedule "$probe_schedule" --precision "$probe_precision"
-  done
+      --block-frames "$probe_block_frames" --schedule "$probe_schedule" --precision "$probe_precision" \
+      --num-threads "$job_threads"
+  }
+  # shellcheck disable=SC2086
+  run_jobs "$nj" $exp/log/probe_phone phone_probe $probe_feats
   end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi
 
 # ---- stage 5: speaker probes + results ----
 if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
     "seed=$seed min_steps=$probe_min_steps protocol=$speaker_protocol holdout_chapters=$holdout_chapters feats=$(stage_sig $exp_marks/stage3.done) phone=$(stage_sig $exp_marks/stage4.done)"; then
-  for feat in $probe_feats; do
-    python $CPC_ROOT/local/probe.py speaker --feature-dir data/$feat \
-      --output-dir $exp/probe_speaker/$feat --seed "$seed" --min-steps "$probe_min_steps" \
-      --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters"
-  done
+  speaker_probe() {
+    python $CPC_ROOT/local/probe.py speaker --feature-dir data/$1 \
+      --output-dir $exp/probe_speaker/$1 --seed "$seed" --min-steps "$probe_min_steps" \
+      --protocol "$speaker_protocol" --holdout-chapters "$holdout_chapters" \
+      --num-threads "$job_threads"
+  }
+  # shellcheck disable=SC2086
+  run_jobs "$nj" $exp/log/probe_speaker speaker_probe $probe_feats
   python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag" --domain audio
   end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
     $exp/RESULTS.md $exp/results.json
