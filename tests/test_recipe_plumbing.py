@@ -288,7 +288,11 @@ echo "rc=$?"
 
 def test_run_jobs_reports_each_failed_job_after_all_have_ended(tmp_path: Path) -> None:
     script = """
-job() { echo "working on $1"; [ "$1" != b ] || { echo "b broke: bad input"; return 4; }; echo ok > out.$1; }
+job() {
+  echo "working on $1"
+  [ "$1" != b ] || { echo "b broke: bad input"; return 4; }
+  echo ok > out.$1
+}
 if run_jobs 2 logs/job job a b c; then echo "rc=0"; else echo "rc=$?"; fi
 """
     r = _stage_sh(script, tmp_path)
@@ -296,6 +300,9 @@ if run_jobs 2 logs/job job a b c; then echo "rc=0"; else echo "rc=$?"; fi
     assert (tmp_path / "out.a").exists() and (tmp_path / "out.c").exists()
     assert "job b failed (exit 4)" in r.stderr and "b broke: bad input" in r.stderr
     assert "job a failed" not in r.stderr and "job c failed" not in r.stderr
+    r = _stage_sh("if run_jobs 0 logs0/job job a; then echo rc=0; else echo rc=$?; fi", tmp_path)
+    assert "rc=2" in r.stdout and "must be a positive integer, got '0'" in r.stderr
+    assert "--nj 2" in r.stderr and not (tmp_path / "logs0").exists()
 
 
 def test_gpus_or_gives_the_cpu_default_without_gpus() -> None:

@@ -177,6 +177,10 @@ gpus_or_one() {
 run_jobs() {
   local nj=$1 prefix=$2 fn=$3 arg threads failed=0 t0
   shift 3
+  if ! [[ $nj =~ ^[1-9][0-9]*$ ]]; then
+    log "run_jobs: the number of parallel jobs must be a positive integer, got '$nj' (pass e.g. --nj 2)"
+    return 2
+  fi
   threads=$(( $(nproc) / nj ))
   [ "$threads" -lt 1 ] && threads=1
   mkdir -p "$(dirname "$prefix")"
