@@ -39,6 +39,7 @@ Example (from egs/librispeech100):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -81,6 +82,14 @@ def get_parser() -> argparse.ArgumentParser:
         help="only check whether --exp-dir can be resumed (exit 0) or holds checkpoints of "
         f"other inputs (exit {EXIT_MISMATCH}; with --restart-exp true they are moved aside "
         "and the exit status is 0); train nothing",
+    )
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=0,
+        help="with --check-only: the number of training processes the run will use (the check "
+        "itself is one process; the global batch, processes x train.grad_accum x "
+        "data.batch_size, is part of what a checkpoint was made from); 0: this launch's",
     )
     return parser
 
@@ -129,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"model": model} if domain.data_reads_model else {}
         data = domain.build_data(cfg, args.data_dir, env, **extra)
 
+        # the preflight check runs as one process for a run of --world-size processes
+        trainer_env = env
+        if args.check_only and args.world_size > 0:
+            trainer_env = dataclasses.replace(env, world_size=args.world_size)
+
         def trainer() -> Trainer:
             return Trainer(
                 model,
@@ -137,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.optim,
                 exp_dir,
                 config=config_to_dict(cfg),
-                dist_env=env,
+                dist_env=trainer_env,
                 valid_data=data.valid,
                 data_identity=data.identity,
                 run_only_keys=domain.run_only_keys,

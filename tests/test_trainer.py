@@ -412,6 +412,11 @@ def test_cli_outputs_and_errors(tmp_path, manifests):
     # --check-only: 0 when resumable, 3 when the exp dir holds another experiment
     same = ["--manifest-dir", str(manifests), "--override", "train.max_steps=6"]
     assert _train_cli([*args, *same, "--check-only", "true"]).returncode == 0
+    # the check runs as one process for a run of --world-size processes (run.sh's torchrun
+    # launch): trained by 1 process, a 2-process run has another global batch
+    two = _train_cli([*args, *same, "--check-only", "true", "--world-size", "2"])
+    assert two.returncode == 3 and "processes_x_grad_accum: 1 -> 2" in two.stderr
+    assert _train_cli([*args, *same, "--check-only", "true", "--world-size", "1"]).returncode == 0
     other = ["--manifest-dir", str(manifests), "--override", "train.max_steps=6", "optim.lr=3e-3"]
     assert _train_cli([*args, *other, "--check-only", "true"]).returncode == 3
     # --restart-exp true moves the old experiment aside (nothing deleted) and trains anew

@@ -117,8 +117,10 @@ train_exp() {
   local stage=$1 exp=$2 launcher=$3 rc=0
   shift 3
   if [ -d "$exp" ]; then
+    local world=1
+    [ "$launcher" = torchrun ] && world=$(( ${nproc_per_node:-1} * ${nnodes:-1} ))
     python "$CPC_ROOT/local/train.py" "$@" --check-only true --restart-exp "${restart_exp:-false}" \
-      || rc=$?
+      --world-size "$world" || rc=$?
     if [ $rc -ne 0 ]; then
       log "stage $stage stopped: see the error above"
       exit 1
