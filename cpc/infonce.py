@@ -344,6 +344,7 @@ def info_nce(
     targets: torch.Tensor,
     negatives: Negatives,
     lengths: torch.Tensor | None = None,
+    offset: int = 0,
 ) -> dict[str, torch.Tensor]:
     """InfoNCE for all k, t and sequences at once.
 
@@ -353,6 +354,10 @@ def info_nce(
         negatives: (B, T, N) indices into ``targets`` (see :func:`sample_negatives`).
         lengths: (B,) valid frames per sequence (default: all T). Context ``(b, t)`` counts
             for step k only if ``t + k < lengths[b]``.
+        offset: with ``targets`` of more sequences than ``predictions`` (``(B', T, D)``, e.g.
+            the targets of every process, gathered), the predictions are those of sequences
+            ``offset .. offset + B - 1`` of ``targets``, whose positives are taken there;
+            ``negatives`` then index all ``B'`` sequences and ``lengths`` has ``B'`` entries.
 
     Returns:
         dict of tensors (no host sync): ``loss`` (scalar: mean over k of the per-k mean
@@ -360,16 +365,24 @@ def info_nce(
         positive scores highest among the 1 + N candidates; ties count for the positive),
         ``mi_bound`` (scalar, ``log(N + 1) - loss``), ``mi_bound_per_k`` (K,).
     """
-    b, t, k, d = _check_shapes(predictions, targets)
+    bt = targets.shape[0]
+    if not 0 <= offset <= bt - predictions.shape[0]:
+        raise ValueError(
+            f"offset {offset}: the {predictions.shape[0]} sequences of predictions must lie "
+            f"within the {bt} of targets"
+        )
+    b, t, k, d = _check_shapes(predictions, targets[offset : offset + predictions.shape[0]])
     n = negatives.seq.shape[-1]
     dev = targets.device
+    if lengths is not None and bt != b:
+        lengths = lengths.to(dev)[offset : offset + b]
     # Candidates of context (b, t): its K positives z[b, t + 1 .. t + K] (zero frames past the
     # end, masked below), then its N negatives, gathered in one index_select from z padded
     # with K zero frames per sequence.
     tp = t + k
-    padded = F.pad(targets, (0, 0, 0, k)).reshape(b * tp, d)
+    padded = F.pad(targets, (0, 0, 0, k)).reshape(bt * tp, d)
     pos_idx = (
-        torch.arange(b, device=dev).view(b, 1, 1) * tp
+        torch.arange(offset, offset + b, device=dev).view(b, 1, 1) * tp
         + torch.arange(t, device=dev).view(1, t, 1)
         + torch.arange(1, k + 1, device=dev).view(1, 1, k)
     ).expand(b, t, k)
@@ -514,6 +527,55 @@ def info_nce_all_pairs(
     }
 
 
+class _GatherAcrossRanks(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient of the gathered
+    tensor and returns this process's slice: the gradient of the sum of all processes'
+    losses with respect to this process's part."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows, ctx.rank = x.shape[0], rank
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # gloo has no reduce-scatter: sum all, keep our rows
+        a = ctx.rank * ctx.rows
+        return grad[a : a + ctx.rows]
+
+
+def distributed_world() -> int:
+    """Processes of the default process group (1 without one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_across_ranks(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(x of every process concatenated in rank order, this process's first row)``;
+    differentiable when ``x`` requires gradients (:class:`_GatherAcrossRanks`: the backward
+    returns every process's gradient for this process's rows, summed). Every process must
+    pass the same shape. With one process: ``(x, 0)``."""
+    if distributed_world() == 1:
+        return x, 0
+    import torch.distributed as dist
+
+    offset = dist.get_rank() * x.shape[0]
+    if x.requires_grad:
+        return _GatherAcrossRanks.apply(x), offset
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts), offset
+
+
 class InfoNCE(nn.Module):
     """Predictors ``W_k`` plus the negatives plus the InfoNCE loss.
 
@@ -528,6 +590,15 @@ class InfoNCE(nn.Module):
             a negative (:func:`info_nce_all_pairs`; ``generator`` is then unused).
         strategy: one of :data:`STRATEGIES` or an alias of :data:`STRATEGY_ALIASES`; kept as
             given in ``self.strategy``.
+        across_ranks: in training mode with several processes (``torch.distributed``), the
+            negatives come from the sequences of every process's batch: the targets (and
+            group ids and lengths) are gathered (:func:`gather_across_ranks`), each process
+            scores its own contexts against them, and the gradients of every process's loss
+            flow back to the process that computed the targets. DDP's gradient average then
+            makes the update of one process holding the whole global batch, so the task does
+            not change with the number of processes (with it off, each process's negatives
+            come from its own batch: a pool 1/N as large). Every process must pass batches of
+            the same shape. Evaluation mode and a single process: the process's own batch.
     """
 
     def __init__(
@@ -537,6 +608,7 @@ class InfoNCE(nn.Module):
         num_steps: int,
         num_negatives: int,
         strategy: str = "batch",
+        across_ranks: bool = False,
     ) -> None:
         super().__init__()
         canonical_strategy(strategy)
@@ -545,6 +617,7 @@ class InfoNCE(nn.Module):
         self.predictors = Predictors(context_dim, target_dim, num_steps)
         self.num_negatives = num_negatives
         self.strategy = strategy
+        self.across_ranks = across_ranks
 
     def forward(
         self,
@@ -554,14 +627,24 @@ class InfoNCE(nn.Module):
         lengths: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
+        b = targets.shape[0]
+        offset = 0
+        if self.across_ranks and self.training and distributed_world() > 1:
+            targets, offset = gather_across_ranks(targets)
+            if groups is not None:
+                groups = gather_across_ranks(groups.to(targets.device))[0]
+            if lengths is not None:
+                lengths = gather_across_ranks(lengths.to(targets.device))[0]
         if self.num_negatives == 0:
             return info_nce_all_pairs(
-                self.predictors(context), targets, self.strategy, groups, lengths
+                self.predictors(context), targets, self.strategy, groups, lengths, offset
             )
-        b, t = targets.shape[:2]
+        bt, t = targets.shape[:2]
         on_cpu = targets.device.type == "cpu"
+        # drawn for the whole (gathered) batch, this process's rows kept: the draws of a
+        # context do not depend on how the batch is split among processes
         negatives = sample_negatives(
-            b,
+            bt,
             t,
             self.num_negatives,
             self.strategy,
@@ -571,4 +654,8 @@ class InfoNCE(nn.Module):
             device=targets.device,
             on_empty="error" if on_cpu else "fallback",
         )
-        return info_nce(self.predictors(context), targets, negatives, lengths)
+        if bt != b:
+            negatives = Negatives(
+                seq=negatives.seq[offset : offset + b], time=negatives.time[offset : offset + b]
+            )
+        return info_nce(self.predictors(context), targets, negatives, lengths, offset)

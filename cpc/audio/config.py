@@ -41,6 +41,10 @@ class CPCModelConfig:
     # where negatives come from (cpc.infonce): batch (the paper's "mixed speaker"),
     # same_group ("same speaker"), batch_excl, same_group_excl, current_sequence
     negatives: str = "batch"
+    # training with several processes: negatives also from the other processes' windows
+    # (gathered, gradients sent back; cpc.infonce.InfoNCE(across_ranks)), so the task is that
+    # of one process holding the global batch; false: from the process's own windows only
+    negatives_across_ranks: bool = False
     sample_rate: int = SAMPLING_RATE
     # What the network is trained for: cpc (InfoNCE), or the supervised baselines of the
     # paper's Table 1, the same encoder + GRU trained end to end with cross-entropy of a linear
@@ -56,6 +60,7 @@ class AudioDataConfig:
 
     window: int = 20480  # samples per training window (1.28 s at 16 kHz)
     batch_size: int = 8  # windows per process and micro-batch; negatives come from it
+    # (from every process's with model.negatives_across_ranks)
     windows_per_speaker: int = 1  # >1: batches of batch_size/windows_per_speaker speakers
     num_workers: int = 2  # DataLoader worker processes (0: load in the training process)
     prefetch_factor: int = 4  # batches prefetched per worker

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -174,11 +175,19 @@ class CPCExtractor(FeatureExtractor):
             self._dim = int(out[self.config.output].shape[-1])
         return self._dim
 
-    def forward_batch(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward_batch(
+        self, wave: torch.Tensor, lengths: torch.Tensor, row_multiple: int = 0
+    ) -> torch.Tensor:
         """Model output (B, S // 160, D) for a zero-padded batch ``wave`` (B, S) with sample
-        counts ``lengths`` (B,), computed on the extractor's device without gradients."""
+        counts ``lengths`` (B,), computed on the extractor's device without gradients.
+        ``row_multiple`` > 0: this project's models run the encoder row by row and the GRU on
+        the batch (:meth:`cpc.audio.model.CPCAudio.extract`; faster on CPUs)."""
+        from cpc.audio.model import CPCAudio
+
         dev = self.config.device
-        opts = {"precision": "bf16"} if self.config.precision == "bf16" else {}
+        opts: dict[str, Any] = {"precision": "bf16"} if self.config.precision == "bf16" else {}
+        if row_multiple > 0 and isinstance(self.model, CPCAudio):
+            opts["row_multiple"] = row_multiple
         with torch.inference_mode():
             out = self.model.extract(wave.to(dev), lengths.to(dev), **opts)[self.config.output]
         if out.shape[1] != wave.shape[1] // HOP:
@@ -474,9 +483,11 @@ def per_cut_batch_fn(fn: Callable[[np.ndarray], np.ndarray]) -> BatchFn:
 
 def batch_fn_for(extractor: FeatureExtractor, pad_multiple: int = HOP) -> BatchFn:
     """A :data:`cpc.features.BatchFn` for ``extractor``: CPC runs padded batches (lengths
-    rounded up to ``pad_multiple`` samples) through the model, other extractors run per
-    utterance."""
+    rounded up to ``pad_multiple`` samples) through the model (on a CPU the encoder row by
+    row, each row rounded up to ``pad_multiple``, and the GRU on the batch), other
+    extractors run per utterance."""
     if isinstance(extractor, CPCExtractor):
         # forward_batch moves the batch to the extractor's device
-        return waveform_batch_fn(extractor.forward_batch, pad_multiple)
+        rows = pad_multiple if torch.device(extractor.device).type == "cpu" else 0
+        return waveform_batch_fn(partial(extractor.forward_batch, row_multiple=rows), pad_multiple)
     return per_cut_batch_fn(lambda x: extractor.extract(x, SAMPLING_RATE))

@@ -15,9 +15,9 @@
   every other patch of the (per-process) batch is a negative (all-pairs path). A column of
   the grid is one "sequence" of :mod:`cpc.infonce` (rows are its time axis).
   With ``negatives_across_ranks`` (training under torchrun), the targets of every process
-  are gathered (:func:`gather_across_ranks`) and each process scores its predictions against
-  the patches of the whole global micro-batch: the negatives of one process-batch of
-  ``B * W`` images (1 process) rather than ``B`` (each process).
+  are gathered (:func:`cpc.infonce.gather_across_ranks`) and each process scores its
+  predictions against the patches of the whole global micro-batch: the negatives of one
+  process-batch of ``B * W`` images (1 process) rather than ``B`` (each process).
 - :class:`SupervisedVision`: the same encoder, mean-pooled over the grid, and a linear
   classifier trained end to end with cross-entropy (the ceiling baseline).
 
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpc.infonce import InfoNCE, info_nce_all_pairs
+from cpc.infonce import InfoNCE
 from cpc.vision.config import VisionModelConfig
 
 
@@ -151,49 +151,6 @@ def columns(grid: torch.Tensor) -> torch.Tensor:
     return grid.permute(0, 3, 2, 1).reshape(b * w, h, d)
 
 
-class _GatherAcrossRanks(torch.autograd.Function):
-    """All-gather along dim 0 whose backward sums every process's gradient of the gathered
-    tensor and returns this process's slice: the gradient of the sum of all processes'
-    losses with respect to this process's part."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        world, rank = dist.get_world_size(), dist.get_rank()
-        parts = [torch.empty_like(x) for _ in range(world)]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rows, ctx.rank = x.shape[0], rank
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)  # gloo has no reduce-scatter: sum all, keep our rows
-        a = ctx.rank * ctx.rows
-        return grad[a : a + ctx.rows]
-
-
-def distributed_world() -> int:
-    """Processes of the default process group (1 without one)."""
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def gather_across_ranks(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(x of every process concatenated in rank order, this process's first row)``;
-    differentiable (:class:`_GatherAcrossRanks`). Every process must pass the same shape.
-    With one process: ``(x, 0)``."""
-    if distributed_world() == 1:
-        return x, 0
-    import torch.distributed as dist
-
-    return _GatherAcrossRanks.apply(x), dist.get_rank() * x.shape[0]
-
-
 class CPCVision(nn.Module):
     """Encoder + masked context network + InfoNCE over the rows below (module docstring)."""
 
@@ -206,7 +163,12 @@ class CPCVision(nn.Module):
             d, cfg.context_channels, cfg.context_layers, cfg.context_kernel
         )
         self.infonce = InfoNCE(
-            cfg.context_channels, d, cfg.prediction_steps, num_negatives=0, strategy=cfg.negatives
+            cfg.context_channels,
+            d,
+            cfg.prediction_steps,
+            num_negatives=0,
+            strategy=cfg.negatives,
+            across_ranks=cfg.negatives_across_ranks,
         )
 
     def encode(self, patches: torch.Tensor) -> torch.Tensor:
@@ -222,13 +184,7 @@ class CPCVision(nn.Module):
     def forward(self, batch: dict[str, Any], generator: Any = None) -> dict[str, torch.Tensor]:
         z = self.encode(batch["patches"])
         c = self.context(z)
-        if self.cfg.negatives_across_ranks and self.training and distributed_world() > 1:
-            # DDP averages the processes' gradients; the gathered targets carry every
-            # process's loss back to its own patches, so the update equals one process's on
-            # the whole global micro-batch.
-            targets, offset = gather_across_ranks(columns(z))
-            predictions = self.infonce.predictors(columns(c))
-            return info_nce_all_pairs(predictions, targets, self.infonce.strategy, offset=offset)
+        # negatives_across_ranks: InfoNCE gathers every process's patches (cpc.infonce)
         return self.infonce(columns(c), columns(z))
 
 

@@ -230,6 +230,49 @@ def test_batched_extraction_equals_one_by_one() -> None:
             torch.testing.assert_close(batched[key][i, :t], alone[i][key][0])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_row_by_row_encoder_with_a_batched_gru_equals_the_batched_model(precision) -> None:
+    """``row_multiple`` (CPU extraction): the encoder row by row, each row cut at its length
+    rounded up to the multiple, the GRU on the batch; the frames equal the batched model's
+    (valid frames and the zeros past them), and a row alone gives its frames too."""
+    torch.manual_seed(0)
+    model = build_cpc_model({"channels": 32, "context_dim": 16})
+    lengths = torch.tensor([3200, 16000, 8037, 160])
+    wave = torch.zeros(4, 16000)
+    for i, n in enumerate(lengths.tolist()):
+        wave[i, :n] = torch.randn(n) * 0.1
+    batched = model.extract(wave, lengths, precision=precision)
+    for multiple in (160, 1600, 16000):
+        rows = model.extract(wave, lengths, precision=precision, row_multiple=multiple)
+        for key in ("c", "z"):
+            assert rows[key].shape == batched[key].shape
+            torch.testing.assert_close(rows[key], batched[key], rtol=1e-5, atol=1e-6)
+    valid = lengths // 160
+    z = model.extract(wave, lengths, precision=precision, row_multiple=1600)["z"]
+    for i, t in enumerate(valid.tolist()):
+        assert float(z[i, t:].abs().sum()) == 0.0  # nothing past a row's valid frames
+    full = model.extract(wave, None, precision=precision, row_multiple=1600)
+    torch.testing.assert_close(full["c"], model.extract(wave, precision=precision)["c"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_first_layer_as_frame_product_equals_the_convolution(precision) -> None:
+    """On the inference path the one-channel first layer is a product of strided sample
+    frames with the kernels: the convolution's values (also with an odd tail of samples)."""
+    torch.manual_seed(0)
+    model = build_cpc_model({"channels": 32, "context_dim": 16}).eval()
+    pad, conv = list(model.encoder.layers)[:2]
+    left, right = pad.padding
+    x = torch.randn(3, 1637)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        fast = model.encoder._frames_cl(x[:, None, None], conv, left, right)
+        ref = torch.relu(conv(pad(x[:, None])))
+    assert fast.shape == (3, 32, 1, ref.shape[-1])
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    tol = dict(rtol=1e-5, atol=1e-6) if precision == "fp32" else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(fast[:, :, 0].float(), ref.float(), **tol)
+
+
 @pytest.mark.parametrize("norm", ["none", "batch"])
 def test_inference_layout_equals_the_training_layout(norm) -> None:
     """Without gradients the encoder runs channels-last on CPU (norm none); same numbers."""
