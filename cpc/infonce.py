@@ -328,6 +328,19 @@ def _check_shapes(predictions: torch.Tensor, targets: torch.Tensor) -> tuple[int
     return b, t, k, d
 
 
+def _check_offset_shapes(
+    predictions: torch.Tensor, targets: torch.Tensor, offset: int
+) -> tuple[int, int, int, int]:
+    """:func:`_check_shapes` of the predictions against their ``offset`` rows of ``targets``
+    (``(B', T, D)``, ``B' >= B``); ValueError if those rows lie outside the targets."""
+    bt, b = targets.shape[0], predictions.shape[0]
+    if not 0 <= offset <= bt - b:
+        raise ValueError(
+            f"offset {offset}: the {b} sequences of predictions must lie within the {bt} of targets"
+        )
+    return _check_shapes(predictions, targets[offset : offset + b])
+
+
 def _context_mask(
     b: int, t: int, k: int, lengths: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor:
@@ -366,12 +379,7 @@ def info_nce(
         ``mi_bound`` (scalar, ``log(N + 1) - loss``), ``mi_bound_per_k`` (K,).
     """
     bt = targets.shape[0]
-    if not 0 <= offset <= bt - predictions.shape[0]:
-        raise ValueError(
-            f"offset {offset}: the {predictions.shape[0]} sequences of predictions must lie "
-            f"within the {bt} of targets"
-        )
-    b, t, k, d = _check_shapes(predictions, targets[offset : offset + predictions.shape[0]])
+    b, t, k, d = _check_offset_shapes(predictions, targets, offset)
     n = negatives.seq.shape[-1]
     dev = targets.device
     if lengths is not None and bt != b:
@@ -468,12 +476,7 @@ def info_nce_all_pairs(
             such a context has the positive as its only candidate (loss 0, correct).
     """
     bt = targets.shape[0]
-    if not 0 <= offset <= bt - predictions.shape[0]:
-        raise ValueError(
-            f"offset {offset}: the {predictions.shape[0]} sequences of predictions must lie "
-            f"within the {bt} of targets"
-        )
-    b, t, k, d = _check_shapes(predictions, targets[offset : offset + predictions.shape[0]])
+    b, t, k, d = _check_offset_shapes(predictions, targets, offset)
     dev = targets.device
     if groups is not None:
         groups = groups.to(dev)

@@ -765,7 +765,7 @@ def run_extract(
     from lhotse import load_manifest_lazy
 
     from cpc.audio.constants import DUMP_SPEC, SAMPLING_RATE, cuts_path
-    from cpc.audio.extractor import batch_fn_for, random_init_source
+    from cpc.audio.extractor import batch_fn_for, extraction_batching, random_init_source
     from cpc.features import write_part
 
     extractor, _ = random_init_source(str(config_path(config)), [], seed, "c", device)
@@ -776,11 +776,11 @@ def run_extract(
             cuts += list(load_manifest_lazy(p))
     if not cuts:
         raise BenchError(f"no librispeech_cuts_{{train,test}}.jsonl.gz in {manifest_dir}")
-    # As stage 3: one utterance at a time on CPU, 120 s batches on GPU.
-    max_duration = 0.0 if device == "cpu" else 120.0
+    # As stage 3 (local/extract_features.py's defaults for the device).
+    max_duration, pad_multiple = extraction_batching(device)
     _, stats = write_part(
         cuts,
-        batch_fn_for(extractor),
+        batch_fn_for(extractor, pad_multiple),
         work / "extract_feats",
         feature_type="cpc",
         dim=extractor.feature_dim(SAMPLING_RATE),

@@ -270,3 +270,22 @@ def run_recipe(d: Path, *args: str, ok: bool = True) -> subprocess.CompletedProc
             f"run.sh {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
         )
     return r
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a test's torch.distributed rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_gloo(rank: int, world_size: int, port: int) -> None:
+    """Join a one-thread gloo process group on 127.0.0.1:``port`` (a test's worker)."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)

@@ -290,3 +290,14 @@ def test_dump_paths_are_relative_so_data_can_be_moved(tmp_path: Path) -> None:
         np.testing.assert_array_equal(c.load_custom("phone_labels"), y)
     x, y, _, _ = collect_frames(got, DUMP_SPEC, lambda c, n: c.load_custom("phone_labels"))
     assert x.shape[0] == y.shape[0] == sum(w[0].shape[0] for w in want.values())
+
+
+def test_extraction_batching_defaults_per_device() -> None:
+    """Stage 3 and the benchmark share one rule: CPU 100 s batches padded to whole seconds,
+    GPU 120 s padded to the hop; explicit values win (rounded to whole hops)."""
+    from cpc.audio.extractor import extraction_batching
+
+    assert extraction_batching("cpu") == (100.0, 16000)
+    assert extraction_batching("cuda") == (120.0, 160)
+    assert extraction_batching("cpu", 0.0, 0.0) == (0.0, 160)
+    assert extraction_batching("cuda:1", 30.0, 0.5) == (30.0, 8000)

@@ -6,14 +6,12 @@ its own half, and the values differ."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from cpc.infonce import InfoNCE, gather_across_ranks
+from tests.factories import free_port, init_gloo
 
 B, T, C, D, K = 4, 9, 6, 5, 3
 CASES = [  # (num_negatives, strategy, with lengths)
@@ -58,9 +56,7 @@ def _loss_and_grads(
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    init_gloo(rank, 2, port)
     try:
         res = {}
         for i, case in enumerate(CASES):
@@ -77,16 +73,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = str(tmp_path_factory.mktemp("ranks") / "rank")
-    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), out), nprocs=2, join=True)
     return [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
 
 

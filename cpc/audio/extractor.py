@@ -481,6 +481,20 @@ def per_cut_batch_fn(fn: Callable[[np.ndarray], np.ndarray]) -> BatchFn:
     return batch_fn
 
 
+def extraction_batching(
+    device: str, max_batch_duration: float = -1.0, pad_multiple_s: float = -1.0
+) -> tuple[float, int]:
+    """Stage 3's batching on ``device``: ``(max_duration seconds per batch, pad multiple in
+    samples)``. A negative argument takes the device's default: on a CPU batches of 100 s
+    (the encoder runs row by row and the GRU on the batch, see :func:`batch_fn_for`) padded
+    to whole seconds (few shapes, so oneDNN reuses its kernels); on a GPU batches of 120 s
+    padded to the hop."""
+    cpu = torch.device(device).type == "cpu"
+    max_dur = max_batch_duration if max_batch_duration >= 0 else (100.0 if cpu else 120.0)
+    pad_s = pad_multiple_s if pad_multiple_s >= 0 else (1.0 if cpu else 0.0)
+    return max_dur, max(1, round(pad_s * SAMPLING_RATE / HOP)) * HOP
+
+
 def batch_fn_for(extractor: FeatureExtractor, pad_multiple: int = HOP) -> BatchFn:
     """A :data:`cpc.features.BatchFn` for ``extractor``: CPC runs padded batches (lengths
     rounded up to ``pad_multiple`` samples) through the model (on a CPU the encoder row by

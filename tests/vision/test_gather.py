@@ -4,8 +4,6 @@ with the whole batch (whose negatives are every patch of it)."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch.multiprocessing as mp
 
 from cpc.vision.config import VisionModelConfig
 from cpc.vision.model import CPCVision
+from tests.factories import free_port, init_gloo
 
 SMALL = dict(
     stem="conv3",
@@ -54,9 +53,7 @@ def _train(model: torch.nn.Module, batches: list[torch.Tensor], part: slice) -> 
 def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    init_gloo(rank, 2, port)
     try:
         res = {}
         for gather in (True, False):
@@ -69,15 +66,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_with_gathered_negatives_equal_one_process(tmp_path: Path) -> None:
     out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), out), nprocs=2, join=True)
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
     one = _model(False)
     one_losses = _train(one, _batches(), slice(0, 4))  # every patch of the 4 images

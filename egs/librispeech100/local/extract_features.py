@@ -35,12 +35,13 @@ import sys
 
 import torch
 
-from cpc.audio.constants import DUMP_SPEC, HOP, SAMPLING_RATE
+from cpc.audio.constants import DUMP_SPEC, SAMPLING_RATE
 from cpc.audio.cpc_audio import CpcAudioConfig
 from cpc.audio.extractor import (
     ExtractorError,
     batch_fn_for,
     cpc_checkpoint_source,
+    extraction_batching,
     mfcc_source,
     random_init_source,
     resolve_device,
@@ -166,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     torch.set_num_threads(max(1, args.num_jobs))
     device = resolve_device(args.device)
-    max_dur = args.max_batch_duration
-    if max_dur < 0:
-        max_dur = 100.0 if device == "cpu" else 120.0
-    pad_s = args.pad_multiple if args.pad_multiple >= 0 else (1.0 if device == "cpu" else 0.0)
-    pad_multiple = max(1, round(pad_s * SAMPLING_RATE / HOP)) * HOP
+    max_dur, pad_multiple = extraction_batching(device, args.max_batch_duration, args.pad_multiple)
     try:
         outputs = ["c", "z"] if args.dump_z and args.feat_type != "mfcc" else ["c"]
         if args.dump_z and args.feat_type == "mfcc":
