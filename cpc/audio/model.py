@@ -40,20 +40,18 @@ Encoder normalisation (``norm``): ``"none"`` (paper), ``"batch"`` (BatchNorm1d) 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from cpc.audio.config import CPCModelConfig, validate_model_config
 from cpc.audio.constants import PHONES
 from cpc.config import from_dict
+from cpc.gru import gru_sequence, one_thread, supports
 from cpc.infonce import InfoNCE
 from cpc.perf import keep_freed_memory
 
@@ -178,45 +176,6 @@ class Encoder(nn.Module):
         return [nn.Sequential(*mods[i : i + 4]) for i in range(0, len(mods), 4)]
 
 
-@contextlib.contextmanager
-def _num_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-class _OneThreadGRU(torch.autograd.Function):
-    """``gru(z)[0]`` with its forward and backward passes on one CPU thread.
-
-    The GRU's recurrence is a chain of small per-frame operations (batch x 3 x hidden): more
-    threads only add synchronisation (measured, paper model, 2 cores: forward + backward
-    82 ms on 2 threads, 56 ms on 1), while the convolutions around it want every thread.
-    Same values and gradients as ``gru(z)``. ``apply(gru, z, *gru.parameters())``."""
-
-    @staticmethod
-    def forward(ctx: Any, gru: nn.GRU, z: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
-        names = [name for name, _ in gru.named_parameters()]
-        with _num_threads(1), torch.enable_grad():
-            z_in = z.detach().requires_grad_(z.requires_grad)
-            w_in = [w.detach().requires_grad_(w.requires_grad) for w in weights]
-            out, _ = functional_call(gru, dict(zip(names, w_in)), (z_in,))
-        ctx.inner = (out, [z_in, *w_in])
-        return out.detach()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        out, inputs = ctx.inner
-        del ctx.inner
-        need = [t for t in inputs if t.requires_grad]
-        with _num_threads(1):
-            grads = iter(torch.autograd.grad(out, need, grad) if need else ())
-        return (None, *[next(grads) if t.requires_grad else None for t in inputs])
-
-
 class CPCAudio(nn.Module):
     """CPC on raw speech: encoder, GRU context network, InfoNCE predictors.
 
@@ -288,16 +247,13 @@ class CPCAudio(nn.Module):
         """``z`` (B, T, C) -> ``c`` (B, T, context_dim) (causal: c_t sees z_1..z_t)."""
         if z.shape[1] == 0:
             return z.new_zeros(z.shape[0], 0, self.c_dim)
-        if (
-            z.device.type == "cpu"
-            and torch.get_num_threads() > 1
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-        ):
-            if torch.is_grad_enabled():
-                return _OneThreadGRU.apply(self.gru, z, *self.gru.parameters())
-            with _num_threads(1):
-                return self.gru(z)[0]
+        if z.device.type == "cpu" and not torch.compiler.is_compiling():
+            if torch.is_grad_enabled() and supports(self.gru):
+                # one autograd node instead of a dozen per frame; float32 recurrence
+                return gru_sequence(self.gru, z)
+            if not torch.is_autocast_enabled("cpu"):
+                with one_thread():  # the recurrence's small steps gain nothing from threads
+                    return self.gru(z)[0]
         c, _ = self.gru(z)
         return c
 
