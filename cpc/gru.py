@@ -5,7 +5,7 @@ dozen small nodes per frame and layer, each with its own dispatch, allocation an
 autocast) bf16 casts, so its backward pass costs more than its forward. :func:`gru_sequence`
 computes the same function with one autograd node per layer:
 
-- forward: the fused recurrence of ``torch._VF.gru`` (no graph), then every frame's gates
+- forward: the fused recurrence of ``torch.gru`` (no graph), then every frame's gates
   recomputed at once from the outputs (one matrix product for all frames);
 - backward: the only sequential part is ``dh_{t-1} = dh_t * z_t + (dh_t * M_t) @ W_hh``
   (three operations per frame; ``M_t`` gathers the gates' derivatives, computed for all
@@ -100,7 +100,7 @@ class _GRULayer(torch.autograd.Function):
             hidden = w_hh.shape[1]
             h0 = x.new_zeros(1, b, hidden)
             with one_thread():
-                out, _ = torch._VF.gru(
+                out, _ = torch.gru(
                     x, h0, [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, True
                 )
             h_prev = torch.cat([h0.transpose(0, 1), out[:, :-1]], dim=1)  # (B, T, H)

@@ -286,6 +286,13 @@ echo "rc=$?"
     assert int((tmp_path / "nj2" / "peak").read_text()) == 2
 
 
+def test_num_words_counts_the_items_of_a_list(tmp_path: Path) -> None:
+    """The job count of stages 3-5 without --feature-jobs: one job per feature set."""
+    r = _stage_sh('feats="cpc_small mfcc  random_small"\nnum_words $feats; num_words', tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "0"]
+
+
 def test_run_jobs_reports_each_failed_job_after_all_have_ended(tmp_path: Path) -> None:
     script = """
 job() {

@@ -7,6 +7,7 @@
 #     end_stage OUTPUT_FILE...
 #   fi
 #   run_jobs NJ LOG_PREFIX FUNC ARG...  `FUNC ARG` for every ARG, NJ at a time (below)
+#   num_words WORD...                  how many words (one job per item: run_jobs "$(num_words $list)")
 #
 # The options string is the stage's identity: every resolved option, config contents (as a
 # hash), the seed, and the signatures of the upstream stages it reads (stage_sig MARKER).
@@ -166,6 +167,12 @@ gpus_or() {
 # gpus_or_one: the number of visible GPUs, or 1 without any.
 gpus_or_one() {
   gpus_or 1
+}
+
+# num_words WORD... : prints how many words it was given (e.g. the job count of run_jobs
+#   for one job per item of a list).
+num_words() {
+  echo $#
 }
 
 # run_jobs NJ LOG_PREFIX FUNC ARG...

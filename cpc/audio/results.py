@@ -114,11 +114,13 @@ def _sections(ctx: ResultsContext) -> list[str]:
         if lin.get("schedule") == "plateau":
             how = (
                 f"Adam at a constant rate divided by {round(1 / lin['gamma'])} whenever the loss "
-                f"on a held-out {lin['holdout']:.0%} of the training utterances (checked every "
-                f"{lin['check_every']} updates) stopped improving, and stopped at the next "
-                f"plateau after {lin['max_decays']} such divisions (the parameters of the best "
-                f"check kept); linear: lr {lin['lr']}, {ph['linear'].get('updates')} updates; "
+                f"on a held-out {lin['holdout']:.0%} of the training utterances stopped "
+                f"improving, and stopped at the next plateau after {lin['max_decays']} such "
+                f"divisions or at {lin['epochs']} epochs (linear) and {mlp['epochs']} (MLP), "
+                f"the parameters of the best check kept; linear: lr {lin['lr']}, checked every "
+                f"{lin['check_every']} updates, {ph['linear'].get('updates')} updates; "
                 f"MLP: one hidden layer of {mlp['hidden_dim']} ReLU units, lr {mlp['lr']}, "
+                f"checked every {mlp.get('check_every')} updates, "
                 f"{ph['mlp'].get('updates')} updates"
             )
         else:

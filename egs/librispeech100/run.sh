@@ -43,7 +43,8 @@ mini_speakers=40        # embedded corpus: number of speakers
 mini_minutes=120        # embedded corpus: total minutes of audio
 mini_clean=false        # embedded corpus: true = no per-chapter recording channel (clean synthesis)
 seed=42                 # random seed (corpus, training, probes)
-nj=2                    # parallel jobs for data preparation, and (stages 3-5) the dumps and probes of each feature set run as this many single- or few-threaded processes side by side (cores / nj threads each); logs in exp/<tag>/log/
+nj=2                    # parallel jobs for data preparation (stage 0: the embedded corpus, the manifests)
+feature_jobs=""         # stages 3-5: the dumps and probes of the feature sets run as this many processes side by side (cores / feature_jobs threads each; empty: one per feature set, 3 by default, so no core idles while the last set finishes); logs in exp/<tag>/log/
 config=conf/cpc_small.yaml   # training config (conf/cpc_paper.yaml, conf/cpc_small.yaml, conf/cpc_tiny.yaml)
 overrides=""            # config overrides, space separated, e.g. "optim.lr=1e-3 train.max_steps=200"
 checkpoint=""           # stages 3-7: evaluate this checkpoint instead of training one (stage 2 is skipped): another run's exp/<tag>/best.pt, or a CPC_audio checkpoint (architecture from the checkpoint_args.json beside it, or --cpc-audio-args)
@@ -63,6 +64,7 @@ probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of who
 probe_block_frames=131072  # stage 4: the phone probes read the frames from the dump in blocks of whole utterances with at most this many frames (a new random order every epoch), so memory holds one block (128 MB of 256-dim features) whatever the corpus size; 0: all frames in memory
 probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
 probe_precision=bf16    # stage 4: bf16 = the phone probes' matrix products under bfloat16 autocast (about twice as fast on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX; accuracies within a fraction of a point of fp32); fp32 on CPUs without them
+probe_linear_check_every=1000  # stage 4 (plateau): updates between held-out checks of the linear probes (the MLP's: 250); weak features improve by less than 0.1% per 250 updates long before a linear probe has converged
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
 asr_epochs=3            # stage 6: ASR training epochs (same for every feature set)
@@ -229,22 +231,23 @@ if begin_stage 3 "feature dumps (cpc, mfcc, random init)" $exp_marks/stage3.done
   extract_types=cpc
   if [ "$baselines" = true ]; then extract_types="cpc random mfcc"; fi
   # shellcheck disable=SC2086
-  run_jobs "$nj" $exp/log/extract extract_one $extract_types
+  run_jobs "${feature_jobs:-$(num_words $extract_types)}" $exp/log/extract extract_one $extract_types
   end_stage $(for f in $dump_dirs; do echo data/$f/info.json; done)
 fi
 
 # ---- stage 4: phone probes ----
 if begin_stage 4 "phone probes" $exp_marks/stage4.done \
-    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames block_frames=$probe_block_frames schedule=$probe_schedule precision=$probe_precision feats=$(stage_sig $exp_marks/stage3.done)"; then
+    "seed=$seed min_steps=$probe_min_steps max_frames=$probe_max_frames block_frames=$probe_block_frames schedule=$probe_schedule linear_check_every=$probe_linear_check_every precision=$probe_precision feats=$(stage_sig $exp_marks/stage3.done)"; then
   phone_probe() {
     python $CPC_ROOT/local/probe.py phone --feature-dir data/$1 --lang-dir data/lang \
       --output-dir $exp/probe_phone/$1 --seed "$seed" --min-steps "$probe_min_steps" \
       --max-train-frames "$probe_max_frames" --max-test-frames $((probe_max_frames / 4)) \
       --block-frames "$probe_block_frames" --schedule "$probe_schedule" --precision "$probe_precision" \
+      --linear-check-every "$probe_linear_check_every" \
       --num-threads "$job_threads"
   }
   # shellcheck disable=SC2086
-  run_jobs "$nj" $exp/log/probe_phone phone_probe $probe_feats
+  run_jobs "${feature_jobs:-$(num_words $probe_feats)}" $exp/log/probe_phone phone_probe $probe_feats
   end_stage $(for f in $probe_feats; do echo $exp/probe_phone/$f/results.json; done)
 fi
 
@@ -258,7 +261,7 @@ if begin_stage 5 "speaker probes and results table" $exp_marks/stage5.done \
       --num-threads "$job_threads"
   }
   # shellcheck disable=SC2086
-  run_jobs "$nj" $exp/log/probe_speaker speaker_probe $probe_feats
+  run_jobs "${feature_jobs:-$(num_words $probe_feats)}" $exp/log/probe_speaker speaker_probe $probe_feats
   python $CPC_ROOT/local/make_results.py --exp-dir $exp --tag "$tag" --domain audio
   end_stage $(for f in $probe_feats; do echo $exp/probe_speaker/$f/results.json; done) \
     $exp/RESULTS.md $exp/results.json
