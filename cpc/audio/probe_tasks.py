@@ -168,7 +168,7 @@ class PhoneTask:
         p.add_argument(
             "--linear-check-every",
             type=int,
-            default=1000,
+            default=500,
             help="plateau: updates between two checks of the held-out loss for the linear "
             "probes (--check-every is the MLP's); a linear probe on weak features improves "
             "by less than 0.1%% per 250 updates long before it has converged",

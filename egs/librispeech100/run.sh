@@ -64,7 +64,7 @@ probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of who
 probe_block_frames=131072  # stage 4: the phone probes read the frames from the dump in blocks of whole utterances with at most this many frames (a new random order every epoch), so memory holds one block (128 MB of 256-dim features) whatever the corpus size; 0: all frames in memory
 probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
 probe_precision=bf16    # stage 4: bf16 = the phone probes' matrix products under bfloat16 autocast (about twice as fast on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX; accuracies within a fraction of a point of fp32); fp32 on CPUs without them
-probe_linear_check_every=1000  # stage 4 (plateau): updates between held-out checks of the linear probes (the MLP's: 250); weak features improve by less than 0.1% per 250 updates long before a linear probe has converged
+probe_linear_check_every=500  # stage 4 (plateau): updates between held-out checks of the linear probes (the MLP's: 250); weak features improve by less than 0.1% per 250 updates long before a linear probe has converged
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
 asr_epochs=3            # stage 6: ASR training epochs (same for every feature set)
