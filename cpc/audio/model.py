@@ -340,7 +340,11 @@ class CPCAudio(nn.Module):
         """
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"extraction precision {precision!r} is not one of fp32, bf16")
-        keep_freed_memory()  # utterance-sized activations are reused, not page-faulted in
+        # Small blocks are kept for reuse; blocks of 8 MiB and more (a batch's waveform and
+        # activations, sized by its utterances) are mapped and handed back: kept in the heap
+        # as well, their varying sizes fragmented it and the process grew with the corpus
+        # (one CPC dump's extraction: 5.3 GB peak at 10 h against 0.93 GB with this setting).
+        keep_freed_memory(mmap_threshold=8 << 20)
         was_training = self.training
         self.eval()
         try:
