@@ -510,3 +510,31 @@ def test_probe_cli_help_lists_every_task_option(capsys) -> None:
     for opt in ("--lang-dir", "--mlp-hidden", "--context-frames", "--min-steps", "--seed"):
         assert opt in out
     assert "(default: 512)" in out
+
+
+def test_phone_probe_refuses_a_non_positive_linear_check_interval() -> None:
+    """--linear-check-every 0 would never check the linear probes' held-out loss: refused
+    by argparse, naming the option, before anything is read or written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(root / "local/probe.py"),
+            "phone",
+            "--feature-dir",
+            "nowhere",
+            "--output-dir",
+            "nowhere_out",
+            "--linear-check-every",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    assert "--linear-check-every" in r.stderr and "integer >= 1" in r.stderr
+    assert not Path("nowhere_out").exists()

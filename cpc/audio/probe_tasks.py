@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from cpc.audio.constants import DUMP_SPEC, LABEL_FIELD, PREFIX, cut_num_frames
-from cpc.cli import str2bool
+from cpc.cli import positive_int, str2bool
 from cpc.features import (
     INFO_NAME,
     collect_frames,
@@ -167,7 +167,7 @@ class PhoneTask:
         _add_schedule(p, "plateau")
         p.add_argument(
             "--linear-check-every",
-            type=int,
+            type=positive_int,
             default=500,
             help="plateau: updates between two checks of the held-out loss for the linear "
             "probes (--check-every is the MLP's); a linear probe on weak features improves "
