@@ -29,6 +29,7 @@ import torch
 
 from cpc.cli import str2bool
 from cpc.io import Pathlike, sha256_file, write_json_atomic
+from cpc.perf import PRECISIONS, resolve_precision
 from cpc.probes import ProbeConfig, ProbeData, majority_chance, standardize, train_probe
 
 #: Options that change how fast a probe runs, not what it computes.
@@ -92,11 +93,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=list(PRECISIONS),
         default="fp32",
         help="bf16: the probes' matrix products under bfloat16 autocast (weights, optimiser "
         "and loss stay float32); about twice as fast on CPUs with bf16 instructions, "
-        "accuracies within a fraction of a point of fp32",
+        "accuracies within a fraction of a point of fp32, but several times slower on CPUs "
+        "without them; auto: bf16 where the device has native bf16, else fp32 (the one used "
+        "is recorded in results.json)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument(
@@ -150,6 +153,10 @@ def run_probe_task(task: ProbeTask, args: argparse.Namespace) -> dict[str, Any]:
     from cpc.plots import confusion_png
 
     out_dir = Path(args.output_dir)
+    if args.precision == "auto":  # the precision used is part of the signature
+        args = argparse.Namespace(**vars(args))
+        args.precision = resolve_precision("auto", resolve_device(args.device))
+        logging.info(f"precision auto: {args.precision} on this machine")
     sig = signature(task, args)
     old = read_results(out_dir)
     if not args.force and old is not None and old.get("signature") == sig:

@@ -93,7 +93,7 @@ from cpc.optim import (
     lr_factor,
     schedule_depends_on_max_steps,
 )
-from cpc.perf import keep_freed_memory
+from cpc.perf import keep_freed_memory, resolve_precision
 
 Batch = dict[str, Any]
 
@@ -123,7 +123,9 @@ class TrainerConfig:
     log_interval: int = 100  # steps between metric logs (the only host syncs)
     save_interval: int = 5000  # steps between checkpoints + validation (and one at the end)
     keep_last: int = 3  # training checkpoints kept
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CPU and GPU
+    # bf16: autocast on CPU and GPU; auto: bf16 where the device has native bf16 (CPUs with
+    # AVX512-BF16 or AMX, GPUs from Ampere on), fp32 elsewhere (cpc.perf.resolve_precision)
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the model
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available
     progress_bar: bool = True  # tqdm on rank 0
@@ -309,6 +311,8 @@ class Trainer:
         self.run_only_keys = run_only_keys
         self.on_step_end = on_step_end
         self._evaluate_fn = evaluate
+        # the precision in effect (auto resolved for this device); part of the identity
+        self.precision = resolve_precision(cfg.precision, str(self.env.device))
         keep_freed_memory()  # large activations are reused, not page-faulted in every step
         self.model = model.to(self.env.device)
         make_opt = optimizer_factory or (
@@ -332,8 +336,11 @@ class Trainer:
         skip = set(RUN_ONLY_TRAIN_KEYS) | set(self.run_only_keys)
         if schedule_depends_on_max_steps(self.optim_cfg):
             skip.discard("train.max_steps")
+        config = {k: v for k, v in flatten(self.config).items() if k not in skip}
+        if "train.precision" in config:  # what auto meant on this device
+            config["train.precision"] = self.precision
         return {
-            "config": {k: v for k, v in flatten(self.config).items() if k not in skip},
+            "config": config,
             "data": self.data_identity,
             "processes_x_grad_accum": self.env.world_size * self.cfg.grad_accum,
         }
@@ -532,7 +539,7 @@ class Trainer:
         return torch.autocast(
             device_type=self.env.device.type,
             dtype=torch.bfloat16,
-            enabled=self.cfg.precision == "bf16",
+            enabled=self.precision == "bf16",
         )
 
     @contextlib.contextmanager
@@ -571,7 +578,8 @@ class Trainer:
         self.model.train()
         logging.info(
             f"training steps {self.step}..{cfg.max_steps} on {env.world_size} process(es), "
-            f"device {env.device}, precision {cfg.precision}, compile {cfg.compile}, "
+            f"device {env.device}, precision {self.precision}"
+            f"{' (auto)' if cfg.precision == 'auto' else ''}, compile {cfg.compile}, "
             f"grad_accum {cfg.grad_accum}, validation "
             + ("on" if self.valid_data is not None or self._evaluate_fn else "off")
         )

@@ -257,6 +257,16 @@ def test_extract_features_cli(manifests: Path, tmp_path: Path) -> None:
     assert main(argv(4)) == 0
     assert read_info(out)["source"]["seed"] == 4
     assert not np.allclose(next(iter(load_dump(out, "test"))).load_features(), x3)
+    # --precision auto is recorded as what it means here: where that is fp32, the fp32 dump
+    # above is up to date
+    import cpc.perf
+
+    before = (out / "info.json").read_text()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpc.perf, "native_bf16", lambda device="cpu": False)
+        assert main(argv(4) + ["--precision", "auto"]) == 0
+    assert (out / "info.json").read_text() == before
+    assert read_info(out)["source"]["precision"] == "fp32"
     # a missing checkpoint is one clear error, exit 1
     bad = ["--feat-type", "cpc", "--checkpoint", str(tmp_path / "no.pt")]
     assert main(bad + ["--manifest-dir", str(manifests), "--output-dir", str(tmp_path / "c")]) == 1

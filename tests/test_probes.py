@@ -373,7 +373,10 @@ def dump(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return mfcc_dump(manifests, root / "mfcc"), lang
 
 
-def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
+def test_phone_probe_cli(
+    dump: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cpc.perf
     from local.probe import main
 
     feats, lang = dump
@@ -408,6 +411,17 @@ def test_phone_probe_cli(dump: tuple[Path, Path], tmp_path: Path) -> None:
     res = json.loads((out / "results.json").read_text())
     assert res["signature"]["options"]["precision"] == "bf16"
     assert {res[k]["config"]["precision"] for k in ("linear", "mlp", "linear_context")} == {"bf16"}
+    # auto is recorded as what it means on the machine: where that is bf16, the bf16 result
+    # above is up to date; where it is fp32, the probes run again in fp32
+    monkeypatch.setattr(cpc.perf, "native_bf16", lambda device="cpu": True)
+    before = (out / "results.json").read_text()
+    assert main(argv[:-1] + ["2", "--precision", "auto"]) == 0
+    assert (out / "results.json").read_text() == before
+    monkeypatch.setattr(cpc.perf, "native_bf16", lambda device="cpu": False)
+    assert main(argv[:-1] + ["2", "--precision", "auto"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["signature"]["options"]["precision"] == "fp32"
+    assert res["linear"]["config"]["precision"] == "fp32"
 
 
 def _rerun_linear(feats: Path, lang: Path, seed: int, epochs: int) -> float:

@@ -231,9 +231,17 @@ def test_speech_precision_options_are_in_their_stage_markers() -> None:
     assert blocks[3].count("--feat-type random") == 1 and blocks[3].count("--feat-type cpc") == 1
     probe_precision = blocks[4].count('--precision "$probe_precision"')
     assert blocks[4].count("probe.py phone") == probe_precision == 1
-    # defaults: bf16 for both (documented in --help)
-    head = text.split("parse_options.sh")[0]
-    assert "\nextract_precision=bf16 " in head and "\nprobe_precision=bf16 " in head
+    # defaults: auto for both (documented in --help), resolved to what auto means on this
+    # machine before any marker is built, so the markers hold bf16 or fp32; stage 2's marker
+    # holds it too (train.precision: auto in conf/cpc_small.yaml)
+    head, body = text.split("parse_options.sh")
+    assert "\nextract_precision=auto " in head and "\nprobe_precision=auto " in head
+    resolve = body.index("native_precision=$(python -m cpc.perf auto)")
+    for var in ("extract_precision", "probe_precision"):
+        assert f'[ "${var}" = auto ] && {var}=$native_precision' in body[resolve:]
+    assert resolve < body.index("begin_stage 2") < body.index("begin_stage 3")
+    marker2 = body.split("begin_stage 2")[1].split("; then")[0]
+    assert "auto_precision=$native_precision" in marker2
 
 
 def _stage_sh(script: str, cwd: Path) -> subprocess.CompletedProcess:

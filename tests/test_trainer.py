@@ -302,6 +302,39 @@ class ToySequenceModel(nn.Module):
         return self.infonce(c, z, batch["group"], generator=generator)
 
 
+def test_precision_auto_is_resolved_and_part_of_the_identity(tmp_path, monkeypatch):
+    """train.precision=auto trains in what it means on the device (bf16 with native bf16,
+    else fp32); the checkpoint's identity records that, so a run begun where auto meant fp32
+    is not continued in bf16 elsewhere, and resumes where it means fp32 again."""
+    import cpc.perf
+
+    def trainer(native: bool) -> Trainer:
+        monkeypatch.setattr(cpc.perf, "native_bf16", lambda device="cpu": native)
+        cfg = TrainerConfig(
+            max_steps=4, log_interval=2, save_interval=2, precision="auto",
+            progress_bar=False, tensorboard=False,
+        )  # fmt: skip
+        config = {"model": {"toy": 1}, "train": {"precision": "auto"}}
+        return Trainer(
+            ToySequenceModel(), ToySequenceData(), cfg, OptimConfig(lr=1e-2), tmp_path, config,
+            DistEnv(),
+        )  # fmt: skip
+
+    torch.manual_seed(0)
+    t = trainer(False)
+    assert t.precision == "fp32" and t.identity()["config"]["train.precision"] == "fp32"
+    t.fit()
+    assert (
+        torch.load(tmp_path / "best.pt", weights_only=True)["identity"]["config"]["train.precision"]
+        == "fp32"
+    )
+    t = trainer(True)
+    assert t.precision == "bf16"
+    with pytest.raises(IdentityMismatch, match=r"config\.train\.precision: 'fp32' -> 'bf16'"):
+        t.prepare()
+    assert trainer(False).prepare() == 4
+
+
 def test_trainer_is_domain_agnostic_and_bf16_works(tmp_path):
     torch.manual_seed(0)
     for precision in ("fp32", "bf16"):

@@ -55,7 +55,7 @@ nproc_per_node=""       # training processes per node (empty: number of GPUs, el
 nnodes=1                # number of nodes for multi-node training
 node_rank=0             # this node's rank (multi-node)
 rdzv_endpoint=""        # host:port of the rendezvous for multi-node training (empty: single node)
-extract_precision=bf16  # stage 3: bf16 = the CPC and random-init encoders' convolutions under bfloat16 autocast (the GRU stays float32; faster on CPUs with bf16 instructions); fp32 on CPUs without them
+extract_precision=auto  # stage 3: bf16 = the CPC and random-init encoders' convolutions under bfloat16 autocast (the GRU stays float32; faster on CPUs with bf16 instructions, several times slower without them); fp32; auto = bf16 where the CPU (AVX512-BF16/AMX) or GPU computes bf16 natively, else fp32
 dump_z=false            # stage 3: also dump the encoder output z_t (model.channels dims: 128 in cpc_small, 512 in cpc_paper)
 baselines=true          # stages 3-5: also dump and probe the MFCC and random-init baselines (false: the model's own features only, e.g. for local/run_table2.sh)
 speaker_protocol=pooled # stage 5: pooled (mean c_t over 20480-sample windows) or frame (per 10 ms frame)
@@ -63,7 +63,7 @@ holdout_chapters=false  # stage 5: hold whole chapters out of the speaker probe'
 probe_max_frames=1000000  # stage 4: the phone probes use a seeded subset of whole utterances with at most this many training frames (2.8 h) and a quarter as many test frames, so their time stops growing with the corpus; 0: all
 probe_block_frames=131072  # stage 4: the phone probes read the frames from the dump in blocks of whole utterances with at most this many frames (a new random order every epoch), so memory holds one block (128 MB of 256-dim features) whatever the corpus size; 0: all frames in memory
 probe_schedule=plateau  # stage 4: plateau = phone probes train until the loss on 5% of the training utterances stops improving; cosine = a fixed number of epochs
-probe_precision=bf16    # stage 4: bf16 = the phone probes' matrix products under bfloat16 autocast (about twice as fast on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX; accuracies within a fraction of a point of fp32); fp32 on CPUs without them
+probe_precision=auto    # stage 4: bf16 = the phone probes' matrix products under bfloat16 autocast (about twice as fast on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX; accuracies within a fraction of a point of fp32); fp32; auto = bf16 where the machine computes bf16 natively, else fp32
 probe_linear_check_every=500  # stage 4 (plateau): updates between held-out checks of the linear probes (the MLP's: 250); weak features improve by less than 0.1% per 250 updates long before a linear probe has converged
 probe_min_steps=5000    # stages 4-5: linear probes train for at least this many updates (more epochs on small data), to converge like a full-batch logistic regression
 asr_fractions="0.1 0.3 1.0"  # stage 6: shares of the train split for the ASR learning curve
@@ -112,6 +112,11 @@ if [ -n "$checkpoint" ]; then
 fi
 [ -z "$tag" ] && tag=$(default_tag "$config" "$seed" "$_seed_default" "$overrides")
 [ -z "$nproc_per_node" ] && nproc_per_node=$(gpus_or 2)
+# What precision auto means on this machine (train.precision: auto in the config, the options
+# above), resolved once: the stage markers hold the precision used, not the word auto.
+native_precision=$(python -m cpc.perf auto)
+[ "$extract_precision" = auto ] && extract_precision=$native_precision
+[ "$probe_precision" = auto ] && probe_precision=$native_precision
 exp=exp/$tag
 manifests=data/manifests
 data_marks=data/.stages
@@ -182,7 +187,7 @@ fi
 [ -n "$checkpoint" ] && [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && \
   log "stage 2 skipped: evaluating --checkpoint $checkpoint"
 if [ -z "$checkpoint" ] && begin_stage 2 "CPC pre-training ($tag)" $exp_marks/stage2.done \
-    "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes data=$(stage_sig $data_marks/stage1.done)"; then
+    "config=$config config_md5=$config_md5 overrides=${overrides// /,} seed=$seed nproc=$nproc_per_node nnodes=$nnodes auto_precision=$native_precision data=$(stage_sig $data_marks/stage1.done)"; then
   train_args=(--config "$config" --exp-dir $exp --data-dir $manifests --seed "$seed")
   # shellcheck disable=SC2206
   [ -n "$overrides" ] && train_args+=(--override $overrides)

@@ -51,6 +51,7 @@ from cpc.cli import HelpFormatter, str2bool
 from cpc.config import ConfigError
 from cpc.features import STORAGE_TYPES, FeatureDumpError, dump_features
 from cpc.log import setup_logging
+from cpc.perf import PRECISIONS, resolve_precision
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -106,11 +107,13 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=list(PRECISIONS),
         default="fp32",
         help="cpc/random: bf16 = the encoder's convolutions under bfloat16 autocast (the GRU "
-        "stays float32; faster on CPUs with bf16 instructions); recorded in info.json, so a "
-        "change rebuilds the dump. A CPC_audio checkpoint is always read in fp32",
+        "stays float32; faster on CPUs with bf16 instructions, several times slower on CPUs "
+        "without them); auto = bf16 where the device has native bf16, else fp32. The one used "
+        "is recorded in info.json, so a change rebuilds the dump. A CPC_audio checkpoint is "
+        "always read in fp32",
     )
     parser.add_argument(
         "--max-batch-duration",
@@ -167,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     torch.set_num_threads(max(1, args.num_jobs))
     device = resolve_device(args.device)
+    if args.precision == "auto":
+        args.precision = resolve_precision("auto", device)
+        logging.info(f"precision auto: {args.precision} on {device}")
     max_dur, pad_multiple = extraction_batching(device, args.max_batch_duration, args.pad_multiple)
     try:
         outputs = ["c", "z"] if args.dump_z and args.feat_type != "mfcc" else ["c"]
