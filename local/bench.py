@@ -35,7 +35,8 @@ make_mini_librispeech.py, prepare_manifests.py and prepare_labels.py).
 Outputs: a table on stdout, progress as log lines on stderr, and with --json PATH a JSON file:
   machine                 CPU/GPU, cores, threads, torch version, OpenMP settings, load
                           average at start and end (other processes distort the figures)
-  matmul_peak_gflops      fp32 peak (GFLOP/s); matmul_peak: fp32 (and bf16) per method,
+  matmul_peak_gflops      fp32 peak (GFLOP/s); matmul_peak: fp32 (and bf16: on GPUs, and
+                          with --precision bf16 on CPUs with native bf16) per method,
                           size, start/end
   train.<config>.nprocN   step_s (CPU: median step; GPU: mean), steps_per_s, audio_s_per_s,
                           windows_per_s, gflop_per_step (all processes), achieved_gflops,
@@ -83,6 +84,7 @@ from cpc.cli import HelpFormatter, str2bool
 from cpc.config import ConfigError, config_to_dict
 from cpc.io import write_json_atomic
 from cpc.log import setup_logging
+from cpc.perf import PRECISIONS, native_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "egs" / "librispeech100" / "conf"
@@ -142,8 +144,9 @@ def get_parser() -> argparse.ArgumentParser:
     add(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16"],
-        help="training precision (train.precision; bf16 = autocast)",
+        choices=list(PRECISIONS),
+        help="training precision (train.precision; bf16 = autocast; auto = "
+        "bf16 where the device computes bf16 natively, else fp32; the JSON has the one used)",
     )
     add("--compile", type=str2bool, default=False, help="torch.compile the model (train.compile)")
     add(
@@ -1045,7 +1048,9 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "errors": [],
     }
     peak: float | None = None
-    bf16 = args.precision == "bf16" or args.device == "cuda"
+    # bf16 peak: on GPUs, and on CPUs with native bf16 (emulated, a 4096^3 bf16 product takes
+    # minutes and says nothing useful; training FLOP/s are then compared with the fp32 peak)
+    bf16 = args.device == "cuda" or (args.precision == "bf16" and native_bf16(args.device))
     size = args.peak_size or (8192 if args.device == "cuda" else 4096)
 
     repeats = 2 if args.quick else 4
@@ -1060,7 +1065,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         """The peak that training FLOP/s are compared with (that of its precision)."""
         if "matmul_peak" not in res:
             return None
-        return res["matmul_peak"]["bf16" if args.precision == "bf16" else "fp32"]["best"]
+        peaks = res["matmul_peak"]
+        return peaks["bf16" if args.precision == "bf16" and "bf16" in peaks else "fp32"]["best"]
 
     if "peak" in parts or "train" in parts:
         logging.info("measuring the matmul peak")
@@ -1202,6 +1208,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    args.precision = resolve_precision(args.precision, args.device)
     try:
         for c in args.configs:
             load_train_config(config_path(c), args.override)
