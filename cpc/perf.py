@@ -9,6 +9,12 @@ zeroes them. Measured on a 2-core AMD EPYC: the paper model's training step went
 to 1.13 s (one thread), and extraction from 17x to 26x real time, with identical results.
 The price: the process keeps its peak heap size instead of shrinking after a large
 allocation is freed (it reuses that memory for the next step).
+
+:func:`trim_if_grown` is the counterpart for loops whose buffers change size every iteration
+(feature extraction): it hands free heap memory back once the process has grown by a bound.
+
+:func:`resolve_precision` says what a precision option of ``auto`` means on a device: bf16
+where it computes bf16 natively (:func:`native_bf16`), fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import platform
 
 _M_TRIM_THRESHOLD = -1
@@ -47,6 +54,51 @@ def keep_freed_memory(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 <<
     except (OSError, AttributeError) as e:
         logging.debug(f"mallopt unavailable: {e}")
     return _done
+
+
+_trim_state: dict[str, int] = {}
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def trim_if_grown(limit_bytes: int = 128 << 20) -> bool:
+    """Hand free heap memory back (glibc ``malloc_trim(0)``) once this process's resident
+    memory has grown by more than ``limit_bytes`` since the last trim (or the first call).
+
+    For loops whose buffers change size from one iteration to the next (feature extraction:
+    batches of utterances of varying length): glibc keeps freed blocks in the heap, and
+    blocks of many sizes fragment it, so the process grows with the number of iterations
+    although what it holds does not. A trim costs page faults when the memory is used again,
+    so it runs only after such growth, not every iteration (trimming every 8 batches doubled
+    an extraction's CPU time). Returns True if it trimmed; a no-op (False) without glibc or
+    /proc."""
+    rss = _rss_bytes()
+    if not rss:
+        return False
+    base = _trim_state.setdefault("base", rss)
+    if rss - base <= limit_bytes:
+        return False
+    trimmed = _malloc_trim()
+    _trim_state["base"] = _rss_bytes() or rss
+    return trimmed
+
+
+def _malloc_trim() -> bool:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(ctypes.c_size_t(0))
+        return True
+    except (OSError, AttributeError) as e:
+        logging.debug(f"malloc_trim unavailable: {e}")
+        return False
 
 
 # --------------------------------------------------------------------------- precision

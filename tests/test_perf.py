@@ -51,3 +51,29 @@ def test_precision_command_line() -> None:
     assert run("fp32").stdout == "fp32\n" and run("bf16").stdout == "bf16\n"
     bad = run("half")
     assert bad.returncode == 2 and "invalid choice: 'half'" in bad.stderr
+
+
+def test_trim_if_grown_trims_only_after_growth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heap is handed back once resident memory grew by more than the limit since the
+    last trim, measured from what is left after that trim; not on every call."""
+    rss = iter([1000, 1050, 1100, 1101, 600, 650, 700, 701, 500])
+    trims: list[int] = []
+    monkeypatch.setattr(cpc.perf, "_rss_bytes", lambda: next(rss))
+    monkeypatch.setattr(cpc.perf, "_trim_state", {})
+    monkeypatch.setattr(cpc.perf, "_malloc_trim", lambda: trims.append(1) or True)
+    got = [cpc.perf.trim_if_grown(limit_bytes=100) for _ in range(6)]
+    # 1000 (base), 1050, 1100 (+100: not more), 1101 -> trim, 600 after it (new base),
+    # 650, 700, 701 -> trim, 500 after it
+    assert got == [False, False, False, True, False, False] and len(trims) == 1
+    assert cpc.perf.trim_if_grown(limit_bytes=100) is True and len(trims) == 2
+    assert cpc.perf._trim_state["base"] == 500
+
+
+def test_trim_if_grown_really_trims_here() -> None:
+    """On glibc the real call runs (no error) and reports it; elsewhere it is a no-op."""
+    cpc.perf._trim_state.clear()
+    assert cpc.perf.trim_if_grown(limit_bytes=1 << 40) is False  # sets the base only
+    cpc.perf._trim_state["base"] = 0  # as if the process had grown from nothing
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert cpc.perf.trim_if_grown(limit_bytes=0) is glibc
+    assert cpc.perf._trim_state["base"] > 0

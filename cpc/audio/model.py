@@ -53,7 +53,7 @@ from cpc.audio.constants import PHONES
 from cpc.config import from_dict
 from cpc.gru import gru_sequence, one_thread, supports
 from cpc.infonce import InfoNCE
-from cpc.perf import keep_freed_memory
+from cpc.perf import keep_freed_memory, trim_if_grown
 
 # Variance floor of the input standardisation: std 1e-4 (a few 16-bit steps), so that
 # digital silence is not blown up to unit variance.
@@ -355,6 +355,7 @@ class CPCAudio(nn.Module):
             c = self.context(z)
         finally:
             self.train(was_training)
+        trim_if_grown()  # the batches' varying sizes fragment the heap: hand it back now and then
         return {"c": c, "z": z}
 
     def _encode_for_extract(
