@@ -22,10 +22,18 @@ def test_keep_freed_memory_is_idempotent() -> None:
 def test_native_bf16_on_this_cpu_follows_its_instruction_set() -> None:
     """torch's CPUID checks and the kernel's flags agree: bf16 is native with AVX512-BF16 or
     AMX, and not on CPUs without them (e.g. AVX2 only)."""
+    import torch
+
     flags = _cpu_flags()
     if not flags:
         pytest.skip("no /proc/cpuinfo flags on this system")
-    assert native_bf16("cpu") is bool(flags & {"avx512_bf16", "amx_bf16"})
+    want = bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert native_bf16("cpu") is want
+    checks = [
+        getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    if all(checks):
+        assert any(f() for f in checks) is want
 
 
 def test_resolve_precision(monkeypatch: pytest.MonkeyPatch) -> None:
