@@ -178,6 +178,19 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
     return "bf16" if native_bf16(device) else "fp32"
 
 
+def warn_if_emulated(precision: str, device: str = "cpu", what: str = "") -> bool:
+    """Log a warning when ``precision`` is bf16 on a device that emulates it (several times
+    slower than fp32 there, see :func:`native_bf16`); True if it warned."""
+    if precision != "bf16" or native_bf16(device):
+        return False
+    logging.warning(
+        f"{what + ': ' if what else ''}bf16 on {device}, which has no native bf16 (no "
+        "AVX512-BF16/AMX): it is emulated and several times slower than fp32; use precision "
+        "auto or fp32"
+    )
+    return True
+
+
 def _main(argv: list[str] | None = None) -> None:
     import argparse
 

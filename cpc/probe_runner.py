@@ -29,7 +29,7 @@ import torch
 
 from cpc.cli import str2bool
 from cpc.io import Pathlike, sha256_file, write_json_atomic
-from cpc.perf import PRECISIONS, resolve_precision
+from cpc.perf import PRECISIONS, resolve_precision, warn_if_emulated
 from cpc.probes import ProbeConfig, ProbeData, majority_chance, standardize, train_probe
 
 #: Options that change how fast a probe runs, not what it computes.
@@ -157,6 +157,7 @@ def run_probe_task(task: ProbeTask, args: argparse.Namespace) -> dict[str, Any]:
         args = argparse.Namespace(**vars(args))
         args.precision = resolve_precision("auto", resolve_device(args.device))
         logging.info(f"precision auto: {args.precision} on this machine")
+    warn_if_emulated(args.precision, resolve_device(args.device), "--precision")
     sig = signature(task, args)
     old = read_results(out_dir)
     if not args.force and old is not None and old.get("signature") == sig:

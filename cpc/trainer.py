@@ -93,7 +93,7 @@ from cpc.optim import (
     lr_factor,
     schedule_depends_on_max_steps,
 )
-from cpc.perf import keep_freed_memory, resolve_precision
+from cpc.perf import keep_freed_memory, resolve_precision, warn_if_emulated
 
 Batch = dict[str, Any]
 
@@ -313,6 +313,7 @@ class Trainer:
         self._evaluate_fn = evaluate
         # the precision in effect (auto resolved for this device); part of the identity
         self.precision = resolve_precision(cfg.precision, str(self.env.device))
+        warn_if_emulated(self.precision, str(self.env.device), "train.precision")
         keep_freed_memory()  # large activations are reused, not page-faulted in every step
         self.model = model.to(self.env.device)
         make_opt = optimizer_factory or (

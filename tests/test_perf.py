@@ -85,3 +85,18 @@ def test_trim_if_grown_really_trims_here() -> None:
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert cpc.perf.trim_if_grown(limit_bytes=0) is glibc
     assert cpc.perf._trim_state["base"] > 0
+
+
+def test_explicit_bf16_on_a_device_that_emulates_it_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cpc.perf import warn_if_emulated
+
+    monkeypatch.setattr(cpc.perf, "native_bf16", lambda device="cpu": False)
+    with caplog.at_level("WARNING"):
+        assert warn_if_emulated("bf16", "cpu", "--precision") is True
+    assert "--precision: bf16 on cpu, which has no native bf16" in caplog.text
+    assert "use precision auto or fp32" in caplog.text
+    assert warn_if_emulated("fp32", "cpu") is False
+    monkeypatch.setattr(cpc.perf, "native_bf16", lambda device="cpu": True)
+    assert warn_if_emulated("bf16", "cpu") is False

@@ -51,7 +51,7 @@ from cpc.cli import HelpFormatter, str2bool
 from cpc.config import ConfigError
 from cpc.features import STORAGE_TYPES, FeatureDumpError, dump_features
 from cpc.log import setup_logging
-from cpc.perf import PRECISIONS, resolve_precision
+from cpc.perf import PRECISIONS, resolve_precision, warn_if_emulated
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision == "auto":
         args.precision = resolve_precision("auto", device)
         logging.info(f"precision auto: {args.precision} on {device}")
+    warn_if_emulated(args.precision, device, "--precision")
     max_dur, pad_multiple = extraction_batching(device, args.max_batch_duration, args.pad_multiple)
     try:
         outputs = ["c", "z"] if args.dump_z and args.feat_type != "mfcc" else ["c"]
