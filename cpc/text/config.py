@@ -44,6 +44,13 @@ class TextModelConfig:
     # cpc.infonce strategy; a window's group is its book: batch (any window of the batch),
     # same_group (only windows of the same book: no "which book" shortcut)
     negatives: str = "batch"
+    # none: InfoNCE's targets are z itself (the paper); mlp: the targets are head(z), a
+    # two-layer MLP (z_dim -> z_dim -> z_dim, ReLU) trained with the rest and used only by
+    # the loss, while the GRU and the evaluation read z (SimCLR's projection head)
+    target_head: str = "none"
+    # share of a training sentence's real tokens replaced by <unk> (0: none); evaluation and
+    # validation never drop words
+    word_dropout: float = 0.0
 
 
 @dataclass
@@ -92,6 +99,10 @@ def validate_config(cfg: TextTrainConfig) -> None:
     for name in ("vocab_size", "embed_dim", "z_dim", "context_dim", "prediction_steps"):
         if getattr(m, name) < 1:
             raise ConfigError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+    if m.target_head not in ("none", "mlp"):
+        raise ConfigError(f"model.target_head must be none or mlp, got {m.target_head!r}")
+    if not 0.0 <= m.word_dropout < 1.0:
+        raise ConfigError(f"model.word_dropout must be in [0, 1), got {m.word_dropout}")
     if m.num_negatives < 0:
         raise ConfigError(f"model.num_negatives must be >= 0 (0: all pairs), got {m.num_negatives}")
     try:

@@ -20,7 +20,7 @@ from torch import nn
 
 from cpc.infonce import InfoNCE
 from cpc.text.config import TextModelConfig
-from cpc.text.vocab import PAD, SPECIALS, VocabError
+from cpc.text.vocab import PAD, SPECIALS, UNK, VocabError
 from cpc.text.wordvec import reduce_dim
 
 
@@ -53,6 +53,15 @@ def load_word_vectors(weight: torch.Tensor, path: str) -> None:
     ok = ~np.isnan(table).any(1)
     idx = torch.from_numpy(np.nonzero(ok)[0] + SPECIALS)
     weight[idx, : table.shape[1]] = torch.from_numpy(table[ok]).to(weight.dtype)
+
+
+def drop_words(
+    tokens: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``tokens`` with each real token (not ``<pad>``) replaced by ``<unk>`` with probability
+    ``p``, drawn from ``generator`` (so a resumed run drops the same words)."""
+    u = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    return torch.where((u < p) & (tokens != PAD), torch.full_like(tokens, UNK), tokens)
 
 
 class SentenceEncoder(nn.Module):
@@ -112,6 +121,11 @@ class CPCText(nn.Module):
         self.loss = InfoNCE(
             cfg.context_dim, cfg.z_dim, cfg.prediction_steps, cfg.num_negatives, cfg.negatives
         )
+        self.head = None
+        if cfg.target_head == "mlp":
+            self.head = nn.Sequential(
+                nn.Linear(cfg.z_dim, cfg.z_dim), nn.ReLU(), nn.Linear(cfg.z_dim, cfg.z_dim)
+            )
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """z (B, T, z_dim) of every sentence of (B, T, L) windows."""
@@ -125,8 +139,12 @@ class CPCText(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        z = self.encode(batch["tokens"], batch["lengths"])
-        return self.loss(self.context(z), z, groups=batch.get("groups"), generator=generator)
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        if self.training and self.cfg.word_dropout > 0:
+            tokens = drop_words(tokens, self.cfg.word_dropout, generator)
+        z = self.encode(tokens, lengths)
+        target = z if self.head is None else self.head(z)
+        return self.loss(self.context(z), target, groups=batch.get("groups"), generator=generator)
 
 
 def build_model(cfg: TextModelConfig) -> CPCText:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from cpc.results import Column, ResultsContext, ResultsSpec
 
 PAPER_TASKS = ("MR", "CR", "SUBJ", "MPQA", "TREC")
@@ -33,6 +37,7 @@ def _sections(ctx: ResultsContext) -> list[str]:
             "Majority class: "
             + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ctx.extra["majority"].items()),
         ]
+    lines += _paired_section(ctx)
     lines += _regularisation(ctx)
     if cov:
         lines += [
@@ -49,6 +54,78 @@ def _sections(ctx: ResultsContext) -> list[str]:
                     f"{100 * c['after']:.1f}% |"
                 )
         ctx.extra["coverage"] = cov
+    return lines
+
+
+# the comparisons the recipe's goal is about: CPC against its baselines, fold by fold
+PAIRS = (("cpc", "random"), ("cpc", "w2v_mean"), ("cpc", "bow"))
+
+
+def paired_difference(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """CPC minus a baseline on the same cross-validation folds: the mean of the per-fold
+    accuracy differences (fractions), its standard error (sample std / sqrt(folds)), and in
+    how many folds ``a`` is above, equal to and below ``b``. None unless both results hold
+    per-fold accuracies of the same folds (same number of items and folds; the fold split
+    depends on the items, labels and seed only, so two feature types of one run share it)."""
+    if not a or not b or not a.get("fold_accuracies") or not b.get("fold_accuracies"):
+        return None
+    fa, fb = np.asarray(a["fold_accuracies"]), np.asarray(b["fold_accuracies"])
+    if fa.shape != fb.shape or a.get("num_items") != b.get("num_items"):
+        return None
+    d = fa - fb
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {
+        "mean": float(d.mean()),
+        "se": se,
+        "folds": len(d),
+        "above": int((d > 0).sum()),
+        "equal": int((d == 0).sum()),
+        "below": int((d < 0).sum()),
+        "fold_differences": d.tolist(),
+    }
+
+
+def paired_differences(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{"cpc-random": {task: paired_difference}}`` for every pair of ``PAIRS`` with folds."""
+    out: dict[str, dict[str, Any]] = {}
+    for a, b in PAIRS:
+        ra, rb = (
+            (found.get(a) or {}).get("senteval") or {},
+            (found.get(b) or {}).get("senteval") or {},
+        )
+        for task in COLUMNS:
+            diff = paired_difference(ra.get(task.key), rb.get(task.key))
+            if diff is not None:
+                out.setdefault(f"{a}-{b}", {})[task.key] = diff
+    return out
+
+
+def _paired_section(ctx: ResultsContext) -> list[str]:
+    """Fold-paired differences: every row is scored on the same folds, so CPC minus a baseline
+    fold by fold removes the folds' own spread (much of the +- of the table)."""
+    diffs = paired_differences(ctx.found)
+    if not diffs:
+        return []
+    ctx.extra["paired_differences"] = diffs
+    lines = [
+        "",
+        "## CPC against the baselines, fold by fold",
+        "",
+        "CPC's accuracy minus the baseline's on the same folds: mean over the folds +- its "
+        "standard error (points), and the folds where CPC is above / equal / below. A "
+        "difference within about two standard errors is not distinguishable from a tie; "
+        "runs with other seeds (`--seed`) show how much it moves "
+        "(`local/compare_seeds.py` pools them).",
+        "",
+        "| CPC minus | task | difference | folds above / equal / below |",
+        "|---|---|---:|---|",
+    ]
+    for pair, per_task in diffs.items():
+        for task, d in per_task.items():
+            lines.append(
+                f"| {pair.split('-', 1)[1]} | {task} | {100 * d['mean']:+.2f} +- "
+                f"{100 * d['se']:.2f} | {d['above']} / {d['equal']} / {d['below']} |"
+            )
     return lines
 
 

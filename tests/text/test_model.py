@@ -81,3 +81,64 @@ def test_forward_gives_the_infonce_loss_of_all_pairs() -> None:
         for i in range(4)
     ]
     assert torch.allclose(same["loss"], torch.stack([a["loss"] for a in alone]).mean(), atol=1e-5)
+
+
+def test_word_dropout_replaces_real_tokens_only_and_repeats_for_a_seed() -> None:
+    from cpc.text.model import drop_words
+    from cpc.text.vocab import PAD, UNK
+
+    tokens = torch.randint(2, 42, (64, 9, 20))
+    tokens[:, :, 15:] = PAD
+    a = drop_words(tokens, 0.25, torch.Generator().manual_seed(5))
+    b = drop_words(tokens, 0.25, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert torch.equal(a[:, :, 15:], tokens[:, :, 15:])  # padding stays padding
+    changed = a != tokens
+    assert torch.all(a[changed] == UNK)
+    share = float(changed[:, :, :15].float().mean())
+    assert 0.23 < share < 0.27
+    assert torch.equal(drop_words(tokens, 0.0), tokens)
+
+
+def test_word_dropout_applies_in_training_only() -> None:
+    torch.manual_seed(3)
+    model = CPCText(_cfg(word_dropout=0.5))
+    batch = {"tokens": torch.randint(2, 42, (4, 9, 5)), "lengths": torch.randint(1, 6, (4, 9))}
+    model.eval()
+    e1 = model(batch, torch.Generator().manual_seed(1))["loss"]
+    e2 = model(batch, torch.Generator().manual_seed(2))["loss"]
+    assert torch.equal(e1, e2)  # evaluation: nothing dropped, the generator is irrelevant
+    model.train()
+    t1 = model(batch, torch.Generator().manual_seed(1))["loss"]
+    t2 = model(batch, torch.Generator().manual_seed(2))["loss"]
+    assert not torch.equal(t1, t2)
+    assert torch.equal(t1, model(batch, torch.Generator().manual_seed(1))["loss"])
+
+
+def test_target_head_is_used_by_the_loss_only() -> None:
+    torch.manual_seed(3)
+    model = CPCText(_cfg(target_head="mlp"))
+    batch = {"tokens": torch.randint(2, 42, (4, 9, 5)), "lengths": torch.randint(1, 6, (4, 9))}
+    z = model.encode(batch["tokens"], batch["lengths"])
+    expected = model.loss(model.context(z), model.head(z))["loss"]
+    assert torch.allclose(model(batch)["loss"], expected)
+    model(batch)["loss"].backward()
+    assert model.head[0].weight.grad is not None
+    # the encoder starts as without a head (built first, same seed): the random-init row
+    # of the evaluation is the same model
+    torch.manual_seed(3)
+    plain = CPCText(_cfg())
+    assert torch.equal(plain.encoder.conv.weight, model.encoder.conv.weight)
+
+
+def test_bad_head_or_word_dropout_is_refused_naming_the_option() -> None:
+    import pytest
+
+    from cpc.config import ConfigError
+    from cpc.text.config import load_train_config
+
+    with pytest.raises(ConfigError, match="model.target_head must be none or mlp"):
+        load_train_config(None, ["model.target_head=linear"])
+    with pytest.raises(ConfigError, match=r"model.word_dropout must be in \[0, 1\)"):
+        load_train_config(None, ["model.word_dropout=1.0"])
+    assert load_train_config(None, ["model.word_dropout=0.1"]).model.word_dropout == 0.1

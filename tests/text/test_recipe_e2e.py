@@ -31,6 +31,9 @@ def test_tiny_recipe_end_to_end_then_skips(tmp_path: Path) -> None:
     assert "| 76.9 | 80.1 | 91.2 | 87.7 | 96.8 |" in md and "not available" in md
     # run.sh's default grid
     assert "## Regularisation" in md and "C grid: 6.25e-05, 0.00025, 0.001," in md
+    assert "## CPC against the baselines, fold by fold" in md
+    for task in ("MR-like", "CR-like"):
+        assert res["paired_differences"]["cpc-random"][task]["folds"] == 3
     cov = res["coverage"]["cpc"]["MR-like"]
     assert 0 < cov["before"] <= cov["after"] <= 1
     info = json.loads((d / "data/tiny/text/corpus_info.json").read_text())
