@@ -87,7 +87,24 @@ def test_compare_seeds_pools_runs(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "seed 42: +9.38 +- 9.38; seed 1: -3.12 +- 3.12" in text
 
 
-def test_compare_seeds_names_a_run_without_results(tmp_path: Path) -> None:
+def test_compare_seeds_names_a_run_without_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     mod = _load_compare_seeds()
     (tmp_path / "empty").mkdir()
     assert mod.main([str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'empty'}: no probe_senteval/*/results.json; run stage 4" in err
+
+
+def test_compare_seeds_refuses_runs_without_paired_folds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    mod = _load_compare_seeds()
+    d = tmp_path / "a" / "probe_senteval" / "cpc"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"feature_type": "cpc", "MR-like": _res([0.5])}))
+    out = tmp_path / "seeds.json"
+    assert mod.main([str(tmp_path / "a"), "--output", str(out)]) == 1
+    assert "no run has cross-validated results of CPC and a baseline" in capsys.readouterr().err
+    assert not out.exists()

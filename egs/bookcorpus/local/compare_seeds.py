@@ -28,7 +28,7 @@ import numpy as np
 from cpc.cli import HelpFormatter
 from cpc.io import write_json_atomic
 from cpc.log import setup_logging
-from cpc.results import collect
+from cpc.results import accuracy, collect
 from cpc.text.results import COLUMNS, PAIRS, paired_differences
 
 
@@ -58,9 +58,7 @@ def summarise(exp_dirs: list[Path]) -> dict[str, Any]:
             )
         acc = {
             ftype: {
-                c.key: (f.get("senteval") or {}).get(c.key, {}).get("accuracy")
-                for c in COLUMNS
-                if (f.get("senteval") or {}).get(c.key, {}).get("accuracy") is not None
+                c.key: v for c in COLUMNS if (v := accuracy(f.get("senteval"), c.key)) is not None
             }
             for ftype, f in found.items()
         }
@@ -120,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise([Path(d) for d in args.exp_dirs])
     except FileNotFoundError as e:
         logging.error(str(e))
+        return 1
+    if not summary["pooled"]:
+        logging.error(
+            "no run has cross-validated results of CPC and a baseline on the same folds "
+            "(MR-like, CR-like, MR, CR, SUBJ or MPQA); run stage 4 with --feature-types "
+            "including cpc and a baseline"
+        )
         return 1
     print(render(summary))
     if args.output:
